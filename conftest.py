@@ -1,0 +1,12 @@
+"""Repository-level pytest configuration: the geometry-checks plugin and hypothesis profiles."""
+import os
+
+from hypothesis import HealthCheck, settings
+
+pytest_plugins = ["geometry_checks.plugin"]
+
+# CI runs derandomized (the same examples every run); locally "dev" explores more.
+settings.register_profile("ci", derandomize=True, max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

