@@ -1,0 +1,81 @@
+"""Capture: one forward pass, every depth, the LayerStates shape contract, hooks == hidden states."""
+import pytest
+import torch
+
+from geometry_checks import capture as C
+from geometry_checks.errors import InputError
+from geometry_checks.sentences import SentenceSet
+
+pytestmark = pytest.mark.minilm
+
+TEXTS = SentenceSet("t", ("The stock market surged after the central bank cut interest rates", "Hello world", "Hi"))
+
+
+@pytest.fixture(scope="module")
+def minilm(lab):
+    return lab.model("minilm")
+
+
+def test_layer_states_shape_contract(minilm):
+    st = C.capture(minilm, TEXTS)
+    spec = minilm.spec
+    assert st.states.shape[:2] == (spec.layers + 1, 3)
+    assert st.states.shape[-1] == spec.hidden_size
+    assert st.states.dtype == torch.float32
+    assert st.attn.shape == st.content.shape == st.input_ids.shape == st.states.shape[1:3]
+    # [CLS] and [SEP] are never content; every other attended token is.
+    for n, tokens in enumerate(st.tokens):
+        content = st.content[n, : len(tokens)].tolist()
+        assert content == [t not in ("[CLS]", "[SEP]") for t in tokens]
+    assert st.words(0)[:3] == ["The", "stock", "market"]
+    assert st.provenance["weights_sha256"] == spec.weights_sha256
+
+
+def test_hooks_reproduce_output_hidden_states_exactly(minilm):
+    a = C.capture(minilm, TEXTS, method="hidden_states")
+    b = C.capture(minilm, TEXTS, method="hooks")
+    assert torch.equal(a.states, b.states)
+
+
+def test_batching_and_order_do_not_change_states(minilm):
+    one = C.capture(minilm, TEXTS, batch_size=1)
+    many = C.capture(minilm, TEXTS, batch_size=64)
+    assert one.texts == many.texts == TEXTS.sentences
+    width = int(one.attn.sum(1).max())
+    mask = one.attn[None, :, :, None]
+    diff = (one.states[:, :, :width] - many.states[:, :, :width]).abs() * mask
+    assert float(diff.max()) < 1e-4
+
+
+def test_nan_in_hidden_states_is_an_input_error(minilm):
+    st = C.capture(minilm, TEXTS)
+    st.states[3, 1, 1, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN or inf.*depth 3.*Hello world"):
+        C.check_finite(st, "minilm")
+
+
+def test_padding_nan_is_ignored(minilm):
+    st = C.capture(minilm, TEXTS)
+    st.states[:, 2, -1] = float("nan")  # "Hi" is shorter than the batch: padding
+    assert not st.attn[2, -1]
+    C.check_finite(st, "minilm")
+
+
+def test_missing_registered_model_says_how_to_supply_it():
+    msg = C.how_to_supply(C.resolve("mxbai").spec)
+    assert "--model-path mxbai=DIR" in msg and "HF_HOME" in msg
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda p: p / "absent", "does not exist"),
+    (lambda p: p, "no config.json"),
+])
+def test_bad_model_directory(tmp_path, make, match):
+    with pytest.raises(InputError, match=match):
+        C.resolve(str(make(tmp_path)))
+
+
+def test_directory_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="no weights"):
+        C.resolve(str(tmp_path))
