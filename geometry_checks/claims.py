@@ -119,12 +119,10 @@ def _close(measured: float, published: float, tol: dict) -> bool:
 
 
 def _tol(tol: dict) -> str:
-    parts = []
-    if "atol" in tol:
-        parts.append(f"atol {tol['atol']}")
-    if "rtol" in tol:
-        parts.append(f"rtol {tol['rtol']}")
-    return " + ".join(parts) or json.dumps(tol)
+    """A tolerance as text: `atol 0.05 + rtol 0.05; depth 1`."""
+    close = " + ".join(f"{k} {tol[k]}" for k in ("atol", "rtol") if k in tol)
+    rest = "; ".join(f"{k.replace('_', ' ')} {v}" for k, v in tol.items() if k not in ("atol", "rtol"))
+    return "; ".join(x for x in (close, rest) if x) or "exact"
 
 
 def compare_curve(model: str, claim: Claim, measured: list, published: list, name: str) -> Verdict:
@@ -702,3 +700,30 @@ def run_article_check(claim: Claim, get: Getter) -> Verdict:
 
 def run_dense_check(claim: Claim, m: Measurement, model: str) -> Verdict:
     return DENSE_CHECKS[claim.id](m, claim, model)
+
+
+def claims_markdown() -> str:
+    """docs/claims.md: every claim with its published figure, tolerance and the reason for it."""
+    import pandas as pd
+
+    data = _read_json(PUBLISHED / "claims.json")
+    rows = [{"claim": c.id, "model": "+".join(c.models), "published": c.published, "tolerance": _tol(c.tolerance),
+             "why this tolerance": c.tolerance_reason} for c in load_article_claims().values()]
+    dense = [{"claim": c.id, "finding": c.finding, "threshold": json.dumps(c.tolerance), "why": c.tolerance_reason}
+             for c in dense_claims().values()]
+    esc = lambda frame: frame.map(lambda s: str(s).replace("|", "\\|"))  # noqa: E731
+    failures = "\n".join(f"- `{m}` / `{c}`: {r}" for (m, c), r in EXPECTED_FAILURES.items()) or "- none"
+    return (
+        "# Claims and their tolerances\n\n"
+        "Generated from `baselines/published/claims.json` and `geometry_checks/claims.py` "
+        "(`python -m geometry_checks.claims > docs/claims.md`); a test keeps it in step.\n\n"
+        f"## How the tolerances were chosen\n\n{data['tolerance_basis']}\n\n"
+        f"## Article claims (CLAIMS.md IDs)\n\n{esc(pd.DataFrame(rows)).to_markdown(index=False)}\n\n"
+        "## Dense claims (the findings restated for any dense mean-pool model)\n\n"
+        f"{esc(pd.DataFrame(dense)).to_markdown(index=False)}\n\n"
+        f"## Expected failures\n\n{failures}\n"
+    )
+
+
+if __name__ == "__main__":
+    print(claims_markdown(), end="")
