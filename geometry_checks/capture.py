@@ -205,7 +205,7 @@ def _revision_of(directory: Path) -> str | None:
 def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedModel:
     """Load tokenizer and model (eval mode, on device, in dtype) and write their provenance."""
     import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     spec = ref.spec
     if dtype not in DTYPES:
@@ -216,12 +216,20 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
         torch.backends.cudnn.allow_tf32 = False
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
     kwargs = dict(trust_remote_code=spec.trust_remote_code)
+    model_kwargs = dict(spec.config_overrides)
     if not ref.is_dir:
         kwargs.update(revision=spec.revision, local_files_only=offline)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
+            if model_kwargs:
+                # Overrides apply only to settings this config (this code revision) has.
+                config = AutoConfig.from_pretrained(ref.location, **kwargs)
+                for key, value in model_kwargs.items():
+                    if hasattr(config, key):
+                        setattr(config, key, value)
+                kwargs["config"] = config
             model = AutoModel.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]}, **kwargs)
     except OSError as exc:
         if not ref.is_dir:

@@ -37,6 +37,9 @@ class ModelSpec:
     query_marker / document_marker: ColBERT marker tokens prefixed to queries and
         documents; they are special tokens, never content.
     trust_remote_code: the model needs its own modelling code.
+    config_overrides: (key, value) pairs passed to from_pretrained as config changes
+        (jina: `use_flash_attn=False`, so that padded batches reach the hooks unchanged
+        and every block runs its `norm1`, on GPUs with flash-attn installed too).
     hidden_states_reliable: False where some revisions ignore `output_hidden_states`;
         capture then always uses forward hooks.
     """
@@ -58,6 +61,7 @@ class ModelSpec:
     document_marker: str | None = None
     trust_remote_code: bool = False
     hidden_states_reliable: bool = True
+    config_overrides: tuple[tuple[str, object], ...] = ()
     marker: str = ""
 
     def __post_init__(self) -> None:
@@ -147,6 +151,7 @@ MODELS: dict[str, ModelSpec] = {
             query_marker="[QueryMarker]",
             document_marker="[DocumentMarker]",
             trust_remote_code=True,
+            config_overrides=(("use_flash_attn", False),),
             hidden_states_reliable=False,
         ),
     )
