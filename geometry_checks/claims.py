@@ -149,10 +149,12 @@ def compare_curve(model: str, claim: Claim, measured: list, published: list, nam
         detail = (f"{name} outside tolerance at {len(fails)} of {sum(p is not None for p in published)} depths "
                   f"(first at depth {d}: {_fmt(measured[d])} vs {_fmt(published[d])}); "
                   f"worst |error| {worst:.3f} at depth {worst_d}")
+    first = next(d for d, p in enumerate(published) if p is not None)
+    last = len(published) - 1
     return Verdict(
         claim.id, model, not fails,
-        f"{name} {_fmt(measured[0])} at 0 .. {_fmt(measured[-1])} at {len(measured) - 1}",
-        f"{_fmt(published[0])} at 0 .. {_fmt(published[-1])} at {len(published) - 1} (every depth)",
+        f"{name} {_fmt(measured[first])} at {first} .. {_fmt(measured[-1])} at {last}",
+        f"{_fmt(published[first])} at {first} .. {_fmt(published[-1])} at {last} (every published depth)",
         _tol(tol), detail,
     )
 
