@@ -467,7 +467,13 @@ def _hooks(model: torch.nn.Module, spec: ModelSpec, sublayers: bool):
         if sublayers:
             if spec.attn_output_module is None:
                 raise InputError(f"{spec.name}: sublayer capture is not supported for this block layout")
-            mod = block.get_submodule(spec.attn_output_module)
+            try:
+                mod = block.get_submodule(spec.attn_output_module)
+            except AttributeError:
+                raise InputError(
+                    f"{spec.name}: its blocks have no module {spec.attn_output_module!r}, so sublayer states "
+                    "cannot be captured for this architecture (see docs/open-question.md)"
+                ) from None
             handles.append(mod.register_forward_hook(lambda m, i, o: records["attn"].append(first(o))))
     try:
         yield records

@@ -89,7 +89,7 @@ class Lab:
             poolings = ("mean", "cls") if loaded.spec.pooling == "cls" else ("mean",)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = measure(self.states(model, sentences), sentences, poolings)
+                result = measure(self.states(model, sentences), sentences, poolings, sublayers=self.sublayers)
             for w in caught:
                 warnings.warn(str(w.message), stacklevel=2)
             self._measurements[key] = result

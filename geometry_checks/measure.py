@@ -253,8 +253,14 @@ def measure(
     sentences: SentenceSet,
     poolings: tuple[str, ...] = ("mean",),
     max_pca_tokens: int | None = None,
+    sublayers: bool = False,
 ) -> Measurement:
-    """Every metric of METRICS.md for one captured sentence set (mean pooling first)."""
+    """Every metric of METRICS.md for one captured sentence set (mean pooling first).
+
+    sublayers: also the open question's curves (`openquestion.open_question_curves`): the
+    `@attn` curves (from states captured with sublayers=True), the word-class curves and
+    `pair_cosine_all`.
+    """
     rows = _rows(states, sentences.sentences)
     _check_content(states, list(range(len(states.texts))))
     cloud = states.select(rows)
@@ -292,6 +298,14 @@ def measure(
             result.not_computed.update(part["not_computed"])
         else:
             result.by_pooling[pooling] = {k: _jsonify(v) for k, v in part.items()}
+
+    if sublayers:
+        from .openquestion import open_question_curves
+
+        oq_curves, oq_scalars, oq_missing = open_question_curves(cloud)
+        curves.update(oq_curves)
+        result.scalars.update(oq_scalars)
+        result.not_computed.update(oq_missing)
 
     if cloud.proj is not None:
         result.proj = {k: _list(v)[0] for k, v in _proj_cloud(cloud).items()}

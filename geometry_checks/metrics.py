@@ -487,8 +487,8 @@ def teleological_distance(tokens: Tensor) -> Tensor:
 # in a class is not an error, only NaN (left out) for that class.
 
 __all__ += [
-    "class_pair_sums", "class_pair_cosine_per_sentence", "intra_class_cosine",
-    "cross_class_cosine", "class_pair_shares", "pair_cosine_all", "peak_depth",
+    "class_pair_cosine_per_sentence", "class_pair_shares", "class_pair_sums",
+    "cross_class_cosine", "intra_class_cosine", "pair_cosine_all", "peak_depth",
 ]
 
 

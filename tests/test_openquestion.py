@@ -1,0 +1,328 @@
+"""The article's open question: sublayer capture, word classes, the attractor, the answer row.
+
+- the new metric functions equal their loop oracles (tests/oracles.py) on ragged random
+  batches, and the pair-class shares add up to intra_sentence_cosine;
+- on MiniLM: the hook path with sublayers reproduces output_hidden_states exactly, and
+  `mid` (sublayers['attn']) is block d's post-attention state: NaN at depth 0, different
+  from out[d-1] and out[d], equal to LN1(out[d-1] + Attn(out[d-1])), and block d's
+  feed-forward turns it into out[d];
+- the word classes, derived here independently from the tokenizer's pre-tokenizer, and
+  every open-question curve of `measure(..., sublayers=True)` equal loop oracles;
+- `measure --sublayers` on a .txt file writes the curves; the open-question row and chart.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from geometry_checks import capture as C
+from geometry_checks import metrics as M
+from geometry_checks import openquestion as OQ
+from geometry_checks.measure import Measurement, measure
+from geometry_checks.sentences import SentenceSet
+
+try:
+    from tests import oracles as O
+except ImportError:  # tests/ on sys.path instead of the repo root
+    import oracles as O
+
+TOL = {"atol": 1e-5, "rtol": 1e-5}
+TEXTS = SentenceSet("oq", (
+    "The stock market surged after the central bank cut interest rates",
+    "It wasn't what they had expected, but the hippopotamus stayed anyway.",
+    "Unbelievably, nobody noticed the gigantic CRYSTAL chandelier",
+    "Hello world",
+    "Hi",
+    "It is what it is.",
+))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _ragged(seed: int, p: int = 3, h: int = 8):
+    """States with padding garbage, [CLS]/[SEP] outside content, classes of every size."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = [9, 3, 6, 4, 7]  # sentence 1: one content token
+    s, t = len(lengths), max(lengths)
+    states = torch.randn(p, s, t, h, generator=g, dtype=torch.float64)
+    states[1, 0, 2] = 0.0  # a zero vector: cosine 0, its pairs still count
+    attn = torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]
+    content = attn.clone()
+    content[:, 0] = False
+    content[torch.arange(s), torch.tensor(lengths) - 1] = False
+    states = torch.where(attn[None, :, :, None], states, torch.full_like(states, float("nan")))
+    function = content & (torch.rand(s, t, generator=g) < 0.4)
+    function[4] = content[4]  # sentence 4: only function words
+    return states, attn, content, content & ~function, function
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_class_pair_cosines_equal_loop_oracle(seed):
+    x, _, _, cw, fw = _ragged(seed)
+    for got, (want, pairs) in (
+        (M.intra_class_cosine(x, cw), O.intra_class_cosine(x, cw)),
+        (M.intra_class_cosine(x, fw), O.intra_class_cosine(x, fw)),
+        (M.cross_class_cosine(x, cw, fw), O.cross_class_cosine(x, cw, fw)),
+    ):
+        np.testing.assert_allclose(got[0].numpy(), want, **TOL)
+        assert got[1] == pairs
+    per = M.class_pair_cosine_per_sentence(x, fw, cw).numpy()
+    np.testing.assert_allclose(per, O.class_pair_cosine_per_sentence(x, fw, cw), **TOL)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_class_shares_equal_loop_oracle_and_add_up_to_intra(seed):
+    x, _, content, cw, fw = _ragged(seed)
+    shares = torch.stack(M.class_pair_shares(x, content, cw, fw))
+    np.testing.assert_allclose(shares.numpy(), O.class_pair_shares(x, content, cw, fw), **TOL)
+    np.testing.assert_allclose(shares.sum(0).numpy(), M.intra_sentence_cosine(x, content).numpy(), **TOL)
+
+
+def test_class_masks_must_split_the_content_mask():
+    x, _, content, cw, fw = _ragged(0)
+    with pytest.raises(ValueError, match="overlap"):
+        M.class_pair_sums(x, cw | fw, fw)
+    with pytest.raises(ValueError, match="split the content"):
+        M.class_pair_shares(x, content, cw, fw & False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pair_cosine_all_equals_loop_oracle(seed):
+    x, attn, *_ = _ragged(seed)
+    pools = M.mean_pool(x, attn)
+    np.testing.assert_allclose(M.pair_cosine_all(pools).numpy(), O.pair_cosine_all(pools.numpy()), **TOL)
+    assert math.isnan(float(M.pair_cosine_all(pools[:, :1])[0]))
+
+
+def test_peak_depth_ignores_nan_and_takes_the_first_maximum():
+    assert M.peak_depth(torch.tensor([float("nan"), 0.2, 0.5, 0.5, 0.1])) == 2
+    assert M.peak_depth(torch.tensor([float("nan")] * 3)) == -1
+
+
+# --------------------------------------------------------------------------- answer (no model)
+
+
+def _measurement(intra, mid, classes=None, pca=None, model="toy"):
+    p = len(intra)
+    classes = classes or {k: list(intra) for k in OQ.CLASSES}
+    curves = {OQ.INTRA: list(intra), OQ.INTRA + OQ.ATTN: list(mid),
+              "pair_cosine_all": list(pca or [0.1 * d for d in range(p)])}
+    for k in OQ.CLASSES:
+        curves[f"{OQ.INTRA}[{k}]"] = classes[k]
+        curves[f"{OQ.INTRA}_share[{k}]"] = [v / 3 for v in intra]
+    scalars = {f"pairs[{k}]": 10 for k in OQ.CLASSES}
+    return Measurement(model=model, sentence_set="toy", depths=p, curves=curves, scalars=scalars)
+
+
+def test_row_without_a_dip_says_so_with_the_curve():
+    m = _measurement([0.1, 0.2, 0.3, 0.4], [None, 0.25, 0.35, 0.45], pca=[0.1, 0.2, 0.3, 0.4])
+    row = OQ.open_question_row(m)
+    assert row["verdict"] == "no dip" and row["claim"] == "open-question"
+    assert "no dip: intra_sentence_cosine is 0.100, 0.200, 0.300, 0.400 (d=0..3)" in row["measured"]
+    assert "attractor does not show" in row["measured"]  # peaks at the last depth
+
+
+def test_row_splits_a_dip_into_attention_and_feed_forward_steps():
+    intra = [0.1, 0.3, 0.2, 0.5]
+    classes = {"content": [0.1, 0.3, 0.1, 0.5], "function": [0.1, 0.3, 0.35, 0.5],
+               "content-function": [0.1, 0.3, 0.25, 0.5]}
+    m = _measurement(intra, [None, 0.4, 0.35, 0.6], classes, pca=[0.1, 0.6, 0.5, 0.2])
+    a = OQ.answer(m)
+    (dip,) = a["dips"]
+    assert dip["depth"] == 2
+    assert dip["attention_step"] == pytest.approx(0.05) and dip["feed_forward_step"] == pytest.approx(-0.15)
+    assert dip["lowered_by"] == "feed-forward"
+    assert dip["class_change"]["content"] == pytest.approx(-0.2)
+    assert a["attractor"] and a["peak_depth"] == 1
+    row = OQ.open_question_row(m)
+    assert row["verdict"] == "answered"
+    assert "attention step +0.050" in row["measured"] and "feed-forward step -0.150" in row["measured"]
+    assert "[content] -0.200" in row["measured"]
+
+
+def test_row_and_chart_need_the_curves(tmp_path):
+    m = Measurement(model="x", sentence_set="s", depths=3, curves={OQ.INTRA: [0.1, 0.2, 0.3]})
+    assert OQ.open_question_row(m) is None
+    assert OQ.plot_open_question(m, tmp_path / "oq.png") is False
+    assert not (tmp_path / "oq.png").exists()
+
+
+# --------------------------------------------------------------------------- MiniLM
+
+
+@pytest.fixture(scope="module")
+def minilm(lab):
+    return lab.model("minilm")
+
+
+@pytest.fixture(scope="module")
+def captured(minilm):
+    return C.capture(minilm, TEXTS, method="hooks", sublayers=True)
+
+
+@pytest.fixture(scope="module")
+def measured(captured):
+    with pytest.warns(UserWarning, match="'Hi': fewer than 2 content tokens"):
+        return measure(captured, TEXTS, sublayers=True)
+
+
+@pytest.mark.minilm
+def test_hooks_with_sublayers_reproduce_block_outputs_exactly(minilm, captured):
+    plain = C.capture(minilm, TEXTS, method="hidden_states")
+    assert torch.equal(captured.states, plain.states)
+    assert captured.sublayers["attn"].shape == captured.states.shape
+
+
+@pytest.mark.minilm
+def test_mid_is_block_d_post_attention_state(minilm, captured):
+    """mid[d] = LN1(out[d-1] + Attn(out[d-1])), out[d] = LN2(mid[d] + FFN(mid[d]))."""
+    mid, out = captured.sublayers["attn"], captured.states
+    assert torch.isnan(mid[0]).all()
+    blocks = minilm.model.get_submodule(minilm.spec.blocks_module)
+    real = captured.attn
+    for d in range(1, out.shape[0]):
+        gap_before = ((mid[d] - out[d - 1]).abs().amax(-1))[real]
+        gap_after = ((mid[d] - out[d]).abs().amax(-1))[real]
+        assert float(gap_before.min()) > 1e-2 and float(gap_after.min()) > 1e-2, d
+        block = blocks[d - 1]
+        with torch.inference_mode():
+            np.testing.assert_allclose(block.feed_forward_chunk(mid[d]).numpy()[real.numpy()],
+                                       out[d].numpy()[real.numpy()], atol=1e-4)
+            for n in range(len(TEXTS.sentences)):  # one unpadded text at a time: no mask needed
+                width = int(real[n].sum())
+                again = block.attention(out[d - 1][n : n + 1, :width])[0]
+                np.testing.assert_allclose(again[0].numpy(), mid[d][n, :width].numpy(), atol=1e-4)
+
+
+def _classes_from_pre_tokenizer(tokenizer, states):
+    """Function-word mask derived without LayerStates.words: the tokenizer's pre-tokenizer
+    splits the raw text into words with spans; a token is in the word whose span holds it."""
+    function = torch.zeros(states.content.shape, dtype=torch.bool)
+    for n, text in enumerate(states.model_texts):
+        words = tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(text)
+        for t, (start, end) in enumerate(states.offsets[n]):
+            if not states.content[n, t]:
+                continue
+            (word,) = [w for w, (a, b) in words if a <= start and end <= b]
+            function[n, t] = word.lower() in OQ.STOP_WORDS
+    return states.content & ~function, function
+
+
+@pytest.mark.minilm
+def test_word_classes_follow_the_stop_word_list(minilm, captured):
+    cw, fw = OQ.word_class_masks(captured)
+    want_cw, want_fw = _classes_from_pre_tokenizer(minilm.tokenizer, captured)
+    assert torch.equal(cw, want_cw) and torch.equal(fw, want_fw)
+    n = captured.index("It wasn't what they had expected, but the hippopotamus stayed anyway.")
+    tokens = captured.tokens[n]
+    by_class = {tok: ("f" if fw[n, t] else "c" if cw[n, t] else "-") for t, tok in enumerate(tokens)}
+    assert by_class["[CLS]"] == by_class["[SEP]"] == "-"
+    assert by_class["it"] == by_class["what"] == by_class["had"] == by_class["anyway"] == "f"
+    assert by_class["expected"] == by_class["stayed"] == by_class[","] == "c"
+    hippo = [t for t, w in enumerate(captured.word_ids[n]) if w is not None and captured.words(n)[w] == "hippopotamus"]
+    assert len(hippo) > 1 and all(cw[n, t] for t in hippo)  # sub-tokens take their word's class
+
+
+@pytest.mark.minilm
+def test_open_question_curves_equal_loop_oracles(minilm, captured, measured):
+    m = measured
+    x, mid, content = captured.states.numpy(), captured.sublayers["attn"].numpy(), captured.content.numpy()
+    cw, fw = (mask.numpy() for mask in _classes_from_pre_tokenizer(minilm.tokenizer, captured))
+
+    def curve(name):
+        return np.array([np.nan if v is None else v for v in m.curves[name]])
+
+    for name, (want, pairs) in {
+        "content": O.intra_class_cosine(x, cw),
+        "function": O.intra_class_cosine(x, fw),
+        "content-function": O.cross_class_cosine(x, cw, fw),
+    }.items():
+        np.testing.assert_allclose(curve(f"intra_sentence_cosine[{name}]"), want, **TOL)
+        assert m.scalars[f"pairs[{name}]"] == pairs
+    for name, oracle in (("intra_sentence_cosine", O.intra_sentence_cosine),
+                         ("cross_sentence_cosine", O.cross_sentence_cosine),
+                         ("separability_ratio", O.separability_ratio)):
+        got = m.curves[f"{name}@attn"]
+        assert got[0] is None and len(got) == captured.depths
+        np.testing.assert_allclose(curve(f"{name}@attn")[1:], oracle(mid[1:], content), **TOL)
+    pca = O.pair_cosine_all(O.mean_pool(x, captured.attn.numpy()))
+    np.testing.assert_allclose(curve("pair_cosine_all"), pca, **TOL)
+    assert m.scalars["pair_cosine_all_peak_depth"] == int(np.argmax(pca))
+    assert m.scalars["pair_cosine_all_peak_fraction"] == pytest.approx(int(np.argmax(pca)) / (captured.depths - 1))
+    # Without sublayers=True none of these curves is added.
+    with pytest.warns(UserWarning):
+        plain = measure(captured, TEXTS)
+    assert set(m.curves) - set(plain.curves) == {k for k in m.curves if "@attn" in k or k.startswith(
+        ("intra_sentence_cosine[", "intra_sentence_cosine_share[", "pair_cosine_all"))}
+    assert set(plain.curves) <= set(m.curves)
+
+
+@pytest.mark.minilm
+def test_measure_sublayers_cli_writes_attn_and_word_class_curves(minilm, tmp_path, capsys, monkeypatch):
+    from geometry_checks.cli import main
+
+    monkeypatch.setattr(C, "load", lambda ref, device="auto", dtype="float32": minilm)  # loaded once
+
+    src = tmp_path / "few.txt"
+    src.write_text("\n".join(TEXTS.sentences) + "\n")
+    out = tmp_path / "m.json"
+    assert main(["measure", "--sentences", str(src), "--out", str(out), "--sublayers", "--device", "cpu"]) == 0
+    data = json.loads(out.read_text())
+    curves = data["curves"]
+    for name in ("intra_sentence_cosine@attn", "cross_sentence_cosine@attn", "separability_ratio@attn"):
+        assert curves[name][0] is None and all(isinstance(v, float) for v in curves[name][1:])
+    for name in OQ.CLASSES:
+        assert len(curves[f"intra_sentence_cosine[{name}]"]) == data["depths"] == 7
+        assert data["scalars"][f"pairs[{name}]"] > 0
+    assert len(curves["pair_cosine_all"]) == 7
+    assert 0 <= data["scalars"]["pair_cosine_all_peak_fraction"] <= 1
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.minilm
+def test_open_question_row_on_minilm_reports_measured_numbers(measured, tmp_path):
+    m = measured
+    row = OQ.open_question_row(m)
+    assert set(row) == {"claim", "model", "finding", "expected", "measured", "tolerance", "verdict", "notes"}
+    assert row["claim"] == "open-question" and row["model"] == "minilm"
+    assert row["verdict"] in ("answered", "no dip")
+    a = OQ.answer(m)
+    if row["verdict"] == "answered":
+        dip = a["dips"][0]
+        assert dip["attention_step"] + dip["feed_forward_step"] == pytest.approx(dip["at"] - dip["before"])
+        assert f"dip at d={dip['depth']}/6" in row["measured"]
+        assert f"attention step {dip['attention_step']:+.3f}" in row["measured"]
+        assert f"feed-forward step {dip['feed_forward_step']:+.3f}" in row["measured"]
+    else:
+        assert f"{a['intra'][-1]:.3f} (d=0..6)" in row["measured"]
+    assert "attractor" in row["measured"] and f"d={a['peak_depth']}/6" in row["measured"]
+    png = tmp_path / "oq.png"
+    assert OQ.plot_open_question(m, png) is True
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- stand-in
+
+
+@pytest.mark.standin
+@pytest.mark.slow
+def test_open_question_runs_on_the_mxbai_standin(request, tmp_path_factory):
+    standins = pytest.importorskip("geometry_checks.standins")
+    try:  # the session's shared stand-in (tests/conftest.py), built once for every stand-in test
+        directory = request.getfixturevalue("standin_dirs")("mxbai")
+    except pytest.FixtureLookupError:
+        directory = standins.build_standin("mxbai", tmp_path_factory.mktemp("oq") / "mxbai", seed=0)
+    loaded = C.load(C.resolve("mxbai", {"mxbai": str(directory)}), device="cpu", dtype="float32")
+    sentences = SentenceSet("oq-standin", TEXTS.sentences[:3])
+    st = C.capture(loaded, sentences, method="hooks", sublayers=True)
+    assert torch.equal(st.states, C.capture(loaded, sentences, method="hidden_states").states)
+    m = measure(st, sentences, sublayers=True)
+    assert len(m.curves["intra_sentence_cosine@attn"]) == 25 and m.curves["intra_sentence_cosine@attn"][0] is None
+    row = OQ.open_question_row(m)
+    assert row["model"] == "mxbai" and row["verdict"] in ("answered", "no dip")
+    assert OQ.plot_open_question(m, tmp_path_factory.mktemp("oq-png") / "oq.png")
