@@ -1,13 +1,21 @@
-"""The findings table: one row per check (claim ID, model, claim, expected, measured,
-tolerance, verdict, notes), as markdown (pandas + tabulate) and as JSON.
+"""The findings report: one table row per check, as markdown and as JSON, plus the charts.
 
 Rows come either from a pytest run (`rows_from_pytest`: the table is the test run) or
 from running the same checks in-process for the `report` command (`rows_from_lab`).
+Columns: claim, model, pooling, finding, expected, measured, tolerance, verdict, notes.
+The JSON twin (`findings.json`) holds the full text of every cell; the markdown shortens
+long cells (the finding is CLAIMS.md's, the expected column holds the published figure)
+so that the table stays readable. docs/report.md describes both.
+
+`build_report` (the `report` command) also collects what the charts read (`ModelReport`:
+each measured model's Measurement and its token paths, `token_paths`) and draws them with
+`charts.draw_all`; a chart whose metric was not computed is listed under "Not drawn".
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import warnings
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,74 +23,223 @@ import pandas as pd
 from . import claims as CL
 from .errors import InputError
 
-COLUMNS = ["claim", "model", "finding", "expected", "measured", "tolerance", "verdict", "notes"]
+COLUMNS = ["claim", "model", "pooling", "finding", "expected", "measured", "tolerance", "verdict", "notes"]
+
+# Markdown cell widths (characters); findings.json keeps the full text.
+WIDTHS = {"finding": 70, "expected": 110, "measured": 150, "notes": 220}
+NOTE_PART = 110  # each part of a note: failure detail, own-pooling result, the article's disagreement
+
+# Claims whose metric is computed from pooled sentence vectors (mean pool by default).
+POOLED = re.compile(r"pair_cosine|band_cosine|recall_at_k|write_depth|late_write_fraction|dim_correlation"
+                    r"|discriminative_dims")
+NOT_FOUND = re.compile(r"weights for (?P<model>\S+) \((?P<hub>[^)]+)\) not found")
 
 
-def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, reason: str = "") -> dict:
-    notes = claim.notes
-    if reason and outcome not in ("passed",):
-        notes = f"{reason}" + (f" | {notes}" if notes else "")
+def _supply_hint(model: str) -> str:
+    return f"supply with --model-path {model}=DIR or the HF cache (see below)"
+
+
+def _own_pooling(model: str, measurement=None) -> str | None:
+    if measurement is not None:
+        return measurement.provenance.get("pooling")
+    from .registry import MODELS
+
+    spec = MODELS.get(model)
+    return spec.pooling if spec else None
+
+
+def _pooling_cell(claim: CL.Claim, models: list[str], measurements: dict) -> str:
+    if not POOLED.search(claim.metric):
+        return ""
+    owns = {p for m in models if (p := _own_pooling(m, measurements.get(m))) and p != "mean"}
+    return "mean" + (f" (own: {', '.join(sorted(owns))})" if owns else "")
+
+
+def pooled_view(m, pooling: str):
+    """The Measurement with its pooled metrics replaced by those of `pooling` (by_pooling)."""
+    part = m.by_pooling.get(pooling)
+    if not part:
+        return None
+    return dataclasses.replace(
+        m,
+        curves={**m.curves, **part.get("curves", {})},
+        scalars={**m.scalars, **part.get("scalars", {})},
+        per_dimension={**m.per_dimension, **part.get("per_dimension", {})},
+        discriminative_dims=part.get("discriminative_dims", {}),
+        not_computed={**m.not_computed, **part.get("not_computed", {})},
+        by_pooling={},
+    )
+
+
+def _other_pooling_note(claim: CL.Claim, model: str, get) -> str:
+    """For a pooled claim on a model whose own pooling is not mean: the same check on its
+    own pooling, as a note ('' when not applicable). `get(model)` returns a Measurement."""
+    if get is None or not POOLED.search(claim.metric):
+        return ""
+    models = model.split("+")
+    try:
+        base = {m: get(m) for m in models}
+    except BaseException as exc:  # pytest's skip/fail are BaseExceptions
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return ""
+    notes = []
+    for name, m in base.items():
+        own = m.provenance.get("pooling")
+        view = pooled_view(m, own) if own and own != "mean" else None
+        if view is None:
+            continue
+        try:
+            if claim.id in CL.DENSE_CHECKS:
+                verdict = CL.run_dense_check(claim, view, name)
+            else:
+                verdict = CL.run_article_check(claim, lambda x, v=view, n=name: v if x == n else base[x])
+        except Exception as exc:  # noqa: BLE001 - a note, never a crash of the table
+            notes.append(f"{own} pool ({name}'s own): not computed ({exc.__class__.__name__}: {exc})")
+            continue
+        notes.append(f"{own} pool ({name}'s own) {'passes' if verdict.passed else 'fails'}: {verdict.measured}")
+    return "; ".join(notes)
+
+
+def _join(*parts: str) -> str:
+    return " | ".join(p for p in parts if p)
+
+
+def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, reason: str = "",
+         pooling: str = "", extra_note: str = "") -> dict:
+    """One findings row (full text)."""
+    if verdict is not None:
+        measured = verdict.measured
+        parts = [reason if outcome != "passed" else "", extra_note, claim.notes]
+    else:
+        hit = NOT_FOUND.search(reason)
+        if hit:
+            measured = "not run: weights not found"
+            parts = [_supply_hint(hit["model"]), claim.notes]
+        elif outcome == "failed":  # the check crashed (or --require-models): no verdict to show
+            measured = "error: " + reason.removeprefix("error: ") if reason else "error"
+            parts = [claim.notes]
+        else:
+            measured = f"not run: {reason}" if reason else "not run"
+            parts = [claim.notes]
     return {
         "claim": claim.id,
         "model": model,
+        "pooling": pooling,
         "finding": claim.finding,
-        "expected": verdict.expected if verdict else claim.published,
-        "measured": verdict.measured if verdict else ("not run: " + reason if reason else "not run"),
+        # an article claim: its published figure (the same in run and not-run rows); a dense
+        # claim has none, so its threshold
+        "expected": claim.published if claim.id in CL.ARTICLE_CHECKS or not verdict else verdict.expected,
+        "measured": measured,
         "tolerance": verdict.tolerance if verdict else CL._tol(claim.tolerance),
         "verdict": outcome,
-        "notes": notes,
+        "notes": _join(*parts),
+        "reason": reason,
+        "_note_parts": [p for p in parts if p],  # the markdown shortens each part on its own
     }
 
 
+# --------------------------------------------------------------------------- rows from pytest
+
+
 def rows_from_pytest(records: list[dict]) -> list[dict]:
+    """Rows from the plugin's records (one per test with a `claim` parameter): the outcome
+    is pytest's (passed, failed, xfailed, xpassed, skipped), the reason pytest's."""
     rows = []
     for rec in records:
         verdict = rec["verdict"]
         reason = rec["reason"]
-        if verdict is not None and rec["outcome"] in ("failed", "xfailed") and not reason:
-            reason = verdict.detail
-        rows.append(_row(rec["claim"], rec["model"], verdict, rec["outcome"], reason))
+        claim, model = rec["claim"], rec["model"]
+        if verdict is not None and rec["outcome"] in ("failed", "xfailed") and verdict.detail not in reason:
+            reason = _join(reason, verdict.detail)
+        get = rec.get("get") if verdict is not None else None
+        note = _other_pooling_note(claim, model, get)
+        measurements = {}
+        if get is not None and POOLED.search(claim.metric):
+            try:
+                measurements = {m: get(m) for m in model.split("+")}
+            except BaseException as exc:  # pytest's skip/fail
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+        pooling = _pooling_cell(claim, model.split("+"), measurements)
+        rows.append(_row(claim, model, verdict, rec["outcome"], reason, pooling, note))
     return rows
 
 
-def rows_from_lab(lab, models: list[str]) -> list[dict]:
+# --------------------------------------------------------------------------- rows in-process
+
+
+class _Getter:
+    """Measurements of a Lab for one sentence set, missing weights remembered."""
+
+    def __init__(self, lab, sentences=None):
+        self.lab, self.sentences = lab, sentences
+        self.measured: dict[str, object] = {}
+        self.missing: dict[str, Exception] = {}
+
+    def __call__(self, model: str):
+        if model in self.missing:
+            raise self.missing[model]
+        if model not in self.measured:
+            try:
+                self.measured[model] = self.lab.measurement(model, self.sentences)
+            except Exception as exc:  # one attempt per model: a failed load is not retried per claim
+                self.missing[model] = exc
+                raise
+        return self.measured[model]
+
+
+def _run(claim: CL.Claim, model: str, check, get) -> dict:
+    """One in-process check as a row: verdict, or 'not run' with the reason."""
+    from .lab import ModelNotAvailable
+
+    try:
+        verdict = check()
+    except ModelNotAvailable as exc:
+        return _row(claim, model, None, "not run", str(exc), _pooling_cell(claim, model.split("+"), {}))
+    except KeyError as exc:  # a metric the sentence file cannot give (no pairs, no retrieval items)
+        why = str(exc.args[0]) if exc.args else str(exc)
+        return _row(claim, model, None, "not run", f"not computed: {why}",
+                    _pooling_cell(claim, model.split("+"), {}))
+    except InputError:
+        raise  # a bad --model-path or sentence file: one line from the CLI, not a row
+    except Exception as exc:  # noqa: BLE001 - a check or a load that crashed: a failed row that says how
+        return _row(claim, model, None, "failed", f"error: {exc.__class__.__name__}: {exc}")
+    key = (model, claim.id)
+    outcome = _outcome(verdict, key)
+    reason = verdict.detail if not verdict.passed else ""
+    if outcome in ("xfailed", "xpassed"):
+        reason = _join(CL.EXPECTED_FAILURES[key], reason)
+    measurements = {m: get.measured[m] for m in model.split("+") if m in get.measured}
+    return _row(claim, model, verdict, outcome, reason, _pooling_cell(claim, model.split("+"), measurements),
+                _other_pooling_note(claim, model, get))
+
+
+def rows_from_lab(lab, models: list[str], sentences=None, getter: _Getter | None = None) -> list[dict]:
     """Run every claim that applies to `models` in-process (no pytest); weights that are
     missing give 'not run' rows that say how to supply them."""
     from .lab import ModelNotAvailable
 
-    cache: dict[str, object] = {}
-
-    def get(model: str):
-        if model not in cache:
-            try:
-                cache[model] = lab.measurement(model)
-            except ModelNotAvailable as exc:
-                cache[model] = exc
-        if isinstance(cache[model], Exception):
-            raise cache[model]
-        return cache[model]
-
+    get = getter or _Getter(lab, sentences)
     rows = []
     for claim in CL.load_article_claims().values():
         model = "+".join(claim.models)
-        try:
-            verdict = CL.run_article_check(claim, get)
-        except ModelNotAvailable as exc:
-            rows.append(_row(claim, model, None, "not run", f"weights not found: {exc}"))
-            continue
-        outcome = _outcome(verdict, (model, claim.id))
-        rows.append(_row(claim, model, verdict, outcome, verdict.detail if not verdict.passed else ""))
+        rows.append(_run(claim, model, lambda claim=claim: CL.run_article_check(claim, get), get))
+    dense = CL.dense_claims()
     for model in models:
         try:
-            m = get(model)
-        except ModelNotAvailable as exc:
-            rows.append({**_row(CL.dense_claims()["dense-collapse"], model, None, "not run", str(exc)),
-                         "claim": "dense-*"})
+            get(model)
+        except Exception as exc:
+            if isinstance(exc, InputError) and not isinstance(exc, ModelNotAvailable):
+                raise
+            outcome, why = (("not run", str(exc)) if isinstance(exc, ModelNotAvailable)
+                            else ("failed", f"error: {exc.__class__.__name__}: {exc}"))
+            rows.append({**_row(dense["dense-collapse"], model, None, outcome, why),
+                         "claim": "dense-*", "finding": "every dense-* claim", "pooling": ""})
             continue
-        for claim in CL.dense_claims().values():
-            verdict = CL.run_dense_check(claim, m, model)
-            rows.append(_row(claim, model, verdict, _outcome(verdict, (model, claim.id)),
-                             verdict.detail if not verdict.passed else ""))
+        for claim in dense.values():
+            rows.append(_run(claim, model, lambda claim=claim, model=model:
+                             CL.run_dense_check(claim, get(model), model), get))
     return rows
 
 
@@ -93,28 +250,250 @@ def _outcome(verdict: CL.Verdict, key: tuple[str, str]) -> str:
     return "xfailed" if expected_failure else "failed"
 
 
-def findings_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=COLUMNS)
+# --------------------------------------------------------------------------- token paths
+
+
+def token_paths(states, sentences, n_tokens: int = 5) -> dict | None:
+    """2-D paths of a few tokens of one sentence in fixed depth-0 PCA axes.
+
+    The axes are `metrics.pca_fit` on the depth-0 content tokens of every sentence of the
+    set (those `fixed_pca_step` uses); the sentence is the first of the 'negation' pair when
+    the set has one, else its first sentence with 3+ content words; the tokens are the
+    first sub-token of up to `n_tokens` distinct words, the pair's differing words first.
+    Returns {sentence, tokens, paths [token][depth][x, y], fit}; None if there is nothing
+    to fit (fewer than 2 content tokens).
+    """
+    from . import metrics as M
+    from .measure import aligned_word_pairs
+
+    cloud = states.select([states.index(t) for t in sentences.sentences])
+    tokens0 = M.content_tokens(cloud.states[:1], cloud.content)[0]  # [N, H] at depth 0
+    if tokens0.shape[0] < 2:
+        return None
+    mean, comps = M.pca_fit(tokens0)
+
+    def candidates(row: int) -> list[tuple[int, int, str]]:
+        words, seen, out = states.words(row), set(), []
+        for pos, wid in enumerate(states.word_ids[row]):
+            if wid is None or not bool(states.content[row, pos]) or wid in seen:
+                continue
+            seen.add(wid)
+            out.append((wid, pos, words[wid]))
+        return out
+
+    pair = sentences.pairs.get("negation")
+    text = pair[0] if pair and pair[0] in sentences.sentences else None
+    if text is None:
+        text = next((t for t in sentences.sentences if len(candidates(states.index(t))) >= 3),
+                    sentences.sentences[0])
+    row = states.index(text)
+    cands = candidates(row)
+    if not cands:
+        return None
+    priority = set()
+    if pair and text == pair[0]:
+        priority = {i for i, _ in aligned_word_pairs(states.words(row), states.words(states.index(pair[1])))}
+    chosen = [c for c in cands if c[0] in priority][: max(1, n_tokens // 2)]
+    taken = {c[2].lower() for c in chosen}
+    rest = []
+    for c in cands:  # distinct words only ('The' and 'the' are one)
+        if c not in chosen and c[2].lower() not in taken:
+            taken.add(c[2].lower())
+            rest.append(c)
+    need = min(n_tokens - len(chosen), len(rest))
+    if need > 0:
+        step = (len(rest) - 1) / (need - 1) if need > 1 else 0
+        picks = sorted({round(i * step) for i in range(need)})
+        chosen += [rest[i] for i in picks]
+    chosen.sort(key=lambda c: c[1])
+    positions = [c[1] for c in chosen]
+    x = states.states[:, row, positions].to(mean.dtype)  # [P, k, H]
+    proj = M._project(x, mean, comps)  # [P, k, 2], the projection fixed_pca_step uses
+    return {
+        "sentence": text,
+        "tokens": [c[2] for c in chosen],
+        "paths": proj.transpose(0, 1).cpu().tolist(),
+        "fit": f"{tokens0.shape[0]} depth-0 content tokens of {len(sentences.sentences)} sentences",
+    }
+
+
+# --------------------------------------------------------------------------- markdown and JSON
+
+
+def summary_counts(rows: list[dict]) -> dict:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    return counts
+
+
+def _short(text, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def findings_markdown(rows: list[dict]) -> str:
+def findings_frame(rows: list[dict], full: bool = False) -> pd.DataFrame:
+    """The table; unless `full`, long cells shortened (each part of a note on its own, so a
+    long failure detail does not hide the pooling note or the article's disagreement)."""
+    frame = pd.DataFrame(rows, columns=COLUMNS).fillna("")
+    if not full:
+        for col, width in WIDTHS.items():
+            frame[col] = frame[col].map(lambda t, w=width: _short(t, w))
+        frame["notes"] = [
+            " | ".join(_short(p, NOTE_PART) for p in row["_note_parts"]) if row.get("_note_parts")
+            else _short(row.get("notes", ""), WIDTHS["notes"])
+            for row in rows
+        ]
+    return frame
+
+
+def _missing_notes(rows: list[dict]) -> list[str]:
+    """How to supply each model whose weights were not found (once per model)."""
+    seen: dict[str, str] = {}
+    for row in rows:
+        hit = NOT_FOUND.search(row.get("reason", "") or "")
+        if hit and hit["model"] not in seen:
+            seen[hit["model"]] = row["reason"].removeprefix("--require-models: ")
+    return [f"- **{m} not run**: {why}" for m, why in seen.items()]
+
+
+def _pooling_notes(rows: list[dict]) -> list[str]:
+    owns: dict[str, str] = {}
+    for r in rows:
+        hit = re.search(r"own: ([^)]+)", r.get("pooling") or "")
+        if hit:
+            owns.setdefault(r["model"], hit[1])
+    if not owns:
+        return []
+    which = ", ".join(f"{m} pools with {p.upper() if p == 'cls' else p}" for m, p in owns.items())
+    return [(f"- **pooling**: {which} in its own sentence-transformers config; the article's curves and "
+             "these checks use mean pools (column `pooling`). Where the model was measured, a pooled row's "
+             "notes give the same check on its own pooling.")]
+
+
+def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_drawn: list[dict] | None = None,
+                      context: dict | None = None) -> str:
     frame = findings_frame(rows).map(_cell)
-    counts = frame["verdict"].value_counts()
+    counts = summary_counts(rows)
     summary = ", ".join(f"{n} {v}" for v, n in counts.items())
     table = frame.to_markdown(index=False) if len(frame) else "(no checks ran)"
-    return f"# Findings\n\n{len(frame)} checks: {summary or 'none'}\n\n{table}\n"
+    head = ["# Findings", ""]
+    if context:
+        head += [" · ".join(f"{k}: {v}" for k, v in context.items()), ""]
+    head += [f"{len(frame)} checks: {summary or 'none'}", "", table, ""]
+    notes = _missing_notes(rows) + _pooling_notes(rows)
+    if notes:
+        head += ["## Notes", "", *notes, "",
+                 "Cells are shortened here; `findings.json` beside this file has the full text.", ""]
+    if charts is not None:
+        head += ["## Charts", "",
+                 ("Solid: measured on this run's sentence set. Dashed: published (the article's "
+                  "mxbai-embed-large-v1 and jina-colbert-v2, on its own unpublished 20 sentences). The depth "
+                  "axis is relative (depth / L) where models of different depth share a chart."), ""]
+        for model in dict.fromkeys(c["model"] for c in charts):
+            head += [f"### {model}", ""]
+            for c in (c for c in charts if c["model"] == model):
+                head += [f"**{c['title']}**: {c['caption']}.", "", f"![{c['title']} — {model}]({c['file']})", ""]
+    if not_drawn:
+        head += ["## Not drawn", ""]
+        head += [f"- {c['title']} ({c['model']}): {c['reason']}" for c in not_drawn]
+        head += [""]
+    return "\n".join(head)
 
 
-def write_findings(rows: list[dict], path: Path) -> None:
+def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -> dict:
+    out = {
+        "summary": {"checks": len(rows), **summary_counts(rows)},
+        "rows": [{k: row.get(k, "") for k in [*COLUMNS, "reason"]} for row in rows],
+    }
+    if context:
+        out["context"] = context
+    if charts is not None:
+        out["charts"] = charts
+    if not_drawn is not None:
+        out["not_drawn"] = not_drawn
+    return out
+
+
+def write_findings(rows: list[dict], path: Path, charts=None, not_drawn=None, context=None) -> None:
     """findings.md at `path` and its machine-readable twin findings.json beside it."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(findings_markdown(rows))
-        path.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+        path.write_text(findings_markdown(rows, charts, not_drawn, context))
+        path.with_suffix(".json").write_text(json.dumps(findings_json(rows, charts, not_drawn, context), indent=1))
     except OSError as exc:
         raise InputError(f"{path}: cannot write findings ({exc.strerror})") from None
+
+
+# --------------------------------------------------------------------------- the report command
+
+
+def _extra_charts() -> tuple[list, object]:
+    """The open question's row function and chart, where geometry_checks.openquestion exists."""
+    try:
+        from . import openquestion as OQ
+    except ImportError:
+        return [], None
+    row_fn = getattr(OQ, "open_question_row", None)
+    plot_fn = getattr(OQ, "plot_open_question", None)
+    caption = ("intra_sentence_cosine through each block's sublayers, by word class, and the similarity "
+               "attractor")
+    extra = [("open-question", "Open question: the dip (attention vs feed-forward, word classes)", caption,
+              plot_fn)] if plot_fn else []
+    return extra, row_fn
+
+
+def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dict:
+    """Run every check, then write out/findings.md, out/findings.json and out/*.png.
+
+    `models` get the dense checks and their charts; mxbai and colbert are charted too when
+    the article claims could measure them. Returns {rows, charts, not_drawn, path}.
+    """
+    from . import charts as CH
+
+    out = Path(out)
+    sentences = sentences or lab.default_sentences
+    get = _Getter(lab, sentences)
+    rows = rows_from_lab(lab, models, sentences, get)
+    extra, row_fn = _extra_charts()
+    order = list(dict.fromkeys([*models, *get.measured]))
+    reports = []
+    for name in order:
+        if name not in get.measured:
+            continue
+        m = get.measured[name]
+        report = CH.ModelReport(name, m)
+        try:
+            report.trajectory = token_paths(lab.states(name, sentences), sentences)
+            if report.trajectory is None:
+                report.trajectory_missing = "fewer than 2 content tokens to fit the PCA on"
+        except (InputError, ValueError, KeyError, RuntimeError) as exc:
+            report.trajectory_missing = f"token paths not computed ({exc})"
+        reports.append(report)
+        if row_fn is not None:
+            try:
+                row = row_fn(m)
+            except Exception as exc:  # noqa: BLE001 - another module's row must not break the report
+                row = {"claim": "open-question", "model": name, "verdict": "failed",
+                       "measured": f"error: {exc.__class__.__name__}: {exc}"}
+            if row:
+                rows.append({**{k: "" for k in COLUMNS}, "reason": "", **row})
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the output directory ({exc.strerror})") from None
+    ctx = CH.ChartContext.load(sentences.name)
+    charts, not_drawn = CH.draw_all(reports, ctx, out, extra)
+    context = {
+        "sentence set": f"{sentences.name} ({len(sentences.sentences)} sentences, "
+                        f"{len(sentences.retrieval)} retrieval items, {len(sentences.pairs)} pairs)",
+        "measured": ", ".join(f"{r.name} (L={r.measurement.last}, own pooling "
+                              f"{r.measurement.provenance.get('pooling', '?')})" for r in reports) or "none",
+    }
+    write_findings(rows, out / "findings.md", charts, not_drawn, context)
+    return {"rows": rows, "charts": charts, "not_drawn": not_drawn, "path": out / "findings.md"}

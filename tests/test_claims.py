@@ -30,9 +30,18 @@ def _dense_params(models):
             yield pytest.param(claim, model, marks=marks, id=f"{model}-{claim.id}")
 
 
+def _run(check):
+    """A check whose metric the sentence file cannot feed (no pairs, no retrieval items) is
+    skipped with the reason, as the findings report says `not run`; it never passes."""
+    try:
+        return check()
+    except KeyError as exc:
+        pytest.skip(f"not computed: {exc.args[0]}")
+
+
 @pytest.mark.parametrize(("claim", "model"), list(_article_params()))
 def test_article_claim(claim, model, measurement_of, record_verdict):
-    verdict = CL.run_article_check(claim, measurement_of)
+    verdict = _run(lambda: CL.run_article_check(claim, measurement_of))
     record_verdict(verdict)
     assert verdict.passed, verdict.message
 
@@ -44,6 +53,6 @@ def pytest_generate_tests(metafunc):
 
 
 def test_dense_claim(claim, model, measurement_of, record_verdict):
-    verdict = CL.run_dense_check(claim, measurement_of(model), model)
+    verdict = _run(lambda: CL.run_dense_check(claim, measurement_of(model), model))
     record_verdict(verdict)
     assert verdict.passed, verdict.message
