@@ -530,6 +530,7 @@ def iter_batches(
     lengths = [len(ids) for ids in tok(model_texts, add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(items)), key=lambda i: (lengths[i], i))
     specials = torch.tensor(special_ids(loaded))
+    bar = _progress(len(order), spec.name)  # issue 4: None unless stderr is a terminal
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         enc = tok(
@@ -545,6 +546,8 @@ def iter_batches(
         attn = enc["attention_mask"].bool()
         content = attn & ~torch.isin(enc["input_ids"], specials)
         lens = attn.sum(1).tolist()
+        if bar is not None:
+            bar.update(len(rows))
         yield rows, LayerStates(
             texts=tuple(items[i][0] for i in rows),
             roles=tuple(items[i][1] for i in rows),
@@ -560,6 +563,19 @@ def iter_batches(
             proj=None if proj is None else proj.float(),
             provenance=loaded.provenance,
         )
+    if bar is not None:
+        bar.close()
+
+
+def _progress(total: int, name: str):
+    """A tqdm bar over captured texts on stderr (shown after 1 s), or None when stderr is not a terminal."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"capture {name}", unit="text", delay=1.0, leave=False, file=sys.stderr)
 
 
 def _pad_cat(tensors: list[torch.Tensor], dim_t: int, fill) -> torch.Tensor:

@@ -37,6 +37,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--allow-download", action="store_true",
                    help="download a registered model missing from the HF cache (default: never)")
+    p.add_argument("--no-cache", action="store_true",  # issue 4: the on-disk Measurement cache
+                   help="neither read nor write the measurement cache ($GEOMETRY_CHECKS_CACHE, "
+                        "default: the user cache directory)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="output JSON path")
     m.add_argument("--pooling", action="append", choices=("mean", "cls"),
                    help="pooling(s) for the pooled metrics (default: mean, plus cls where the model pools with CLS)")
+    m.add_argument("--sublayers", action="store_true",
+                   help="also capture each block's post-attention state and write the open question's curves "
+                        "(<metric>@attn, intra_sentence_cosine[content|function|content-function], pair_cosine_all)")
     _common(m)
 
-    r = sub.add_parser("report", help="run every check and write DIR/findings.md (+ findings.json)")
+    r = sub.add_parser("report", help="run every check and write DIR/findings.md (+ findings.json) and DIR/*.png")
     r.add_argument("--model", action="append", default=None,
-                   help="model(s) for the dense checks (default: minilm); article claims always get a row")
+                   help="model(s) for the dense checks and the charts (repeatable; default: minilm); "
+                        "article claims always get a row")
     r.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     r.add_argument("--out", required=True, help="output directory")
     _common(r)
@@ -62,35 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_measure(args) -> int:
     lab = Lab(_model_paths(args.model_path), args.device, args.dtype, DEFAULT_SENTENCES, args.batch_size,
-              allow_download=args.allow_download)
-    from .measure import measure
+              sublayers=args.sublayers, allow_download=args.allow_download, cache=not args.no_cache)
     from .sentences import load_sentence_set
 
     sentences = load_sentence_set(args.sentences)
-    loaded = lab.model(args.model)
-    poolings = ["mean"] + [p for p in (args.pooling or ([loaded.spec.pooling])) if p != "mean"]
-    result = measure(lab.states(args.model, sentences), sentences, tuple(dict.fromkeys(poolings)))
+    # issue 4: streaming (or in memory with --sublayers) and cached, via Lab.measure; the
+    # model's pooling comes from its spec, so a cache hit loads no model
+    spec = lab.ref(args.model).spec
+    poolings = ["mean"] + [p for p in (args.pooling or ([spec.pooling])) if p != "mean"]
+    result = lab.measure(args.model, sentences, tuple(dict.fromkeys(poolings)))
     result.save(args.out)
+    hit = lab.cache_hits.get((args.model, sentences.sha256))
     print(f"wrote {args.out}: {len(result.curves)} curves, {len(result.scalars)} scalars "
-          f"({result.model}, {result.depths} depths, {sentences.name})")
+          f"({result.model}, {result.depths} depths, {sentences.name})" + (f"; from the cache {hit}" if hit else ""))
     return 0
 
 
 def cmd_report(args) -> int:
-    from .report import rows_from_lab, write_findings
+    from .report import build_report, summary_counts
     from .sentences import load_sentence_set
 
     load_sentence_set(args.sentences)  # one-line error before any model loads
+    # sublayers: the report carries the open-question row and chart (cheap next to the pass)
     lab = Lab(_model_paths(args.model_path), args.device, args.dtype, args.sentences, args.batch_size,
-              allow_download=args.allow_download)
-    models = args.model or ["minilm"]
-    out = Path(args.out)
-    rows = rows_from_lab(lab, models)
-    write_findings(rows, out / "findings.md")
-    counts = {}
-    for row in rows:
-        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
-    print(f"wrote {out / 'findings.md'}: {len(rows)} checks ({', '.join(f'{n} {v}' for v, n in counts.items())})")
+              sublayers=True, allow_download=args.allow_download, cache=not args.no_cache)
+    models = list(dict.fromkeys(args.model or ["minilm"]))
+    result = build_report(lab, models, Path(args.out))
+    counts = summary_counts(result["rows"])
+    print(f"wrote {result['path']}: {len(result['rows'])} checks "
+          f"({', '.join(f'{n} {v}' for v, n in counts.items())}); {len(result['charts'])} charts"
+          + (f", {len(result['not_drawn'])} not drawn (see findings.md)" if result["not_drawn"] else ""))
     return 0
 
 

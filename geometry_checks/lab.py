@@ -8,10 +8,12 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from . import cache as K
 from . import capture as C
 from .errors import InputError
 from .measure import Measurement, measure
 from .sentences import SentenceSet, load_sentence_set
+from .streaming import DEFAULT_MAX_PCA_TOKENS, PCA_SEED, cpu_threads, measure_streaming
 
 DEFAULT_SENTENCES = Path(__file__).resolve().parent.parent / "fixtures" / "core.json"
 
@@ -30,6 +32,7 @@ class Lab:
         batch_size: int = 64,
         sublayers: bool = False,
         allow_download: bool = False,
+        cache: bool = True,
     ):
         self.model_paths = dict(model_paths or {})
         self.device = device
@@ -37,6 +40,9 @@ class Lab:
         self.batch_size = batch_size
         self.sublayers = sublayers
         self.allow_download = allow_download
+        # on-disk Measurement cache (geometry_checks.cache; $GEOMETRY_CHECKS_CACHE, --no-cache)
+        self.cache = cache
+        self.cache_hits: dict[tuple[str, str], str] = {}  # (model, set sha256) -> entry it was served from
         self._failures: dict[str, InputError] = {}
         self.default_sentences = load_sentence_set(sentences)
         self._models: dict[str, C.LoadedModel] = {}
@@ -85,15 +91,55 @@ class Lab:
         sentences = sentences or self.default_sentences
         key = (model, sentences.sha256)
         if key not in self._measurements:
-            loaded = self.model(model)
-            poolings = ("mean", "cls") if loaded.spec.pooling == "cls" else ("mean",)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                result = measure(self.states(model, sentences), sentences, poolings, sublayers=self.sublayers)
-            for w in caught:
-                warnings.warn(str(w.message), stacklevel=2)
-            self._measurements[key] = result
+            poolings = ("mean", "cls") if self.ref(model).spec.pooling == "cls" else ("mean",)
+            self._measurements[key] = self.measure(model, sentences, poolings)
         return self._measurements[key]
+
+    # --- performance and scale (issue 4): the cache and the streaming path --------------------
+    def measure(self, model: str, sentences: SentenceSet, poolings: tuple[str, ...] = ("mean",)) -> Measurement:
+        """One Measurement: from the on-disk cache, else computed and cached.
+
+        Computed by `streaming.measure_streaming` (bounded memory, one batch at a time);
+        in memory (`measure.measure`) when sublayers are asked for or this Lab already holds
+        the set's states. Both sample the PCA tokens the same way above
+        DEFAULT_MAX_PCA_TOKENS, and agree to 1e-5.
+        """
+        fields = self._cache_fields(model, sentences, poolings)
+        hit = K.load(fields)
+        if hit is not None:
+            self.cache_hits[(model, sentences.sha256)] = str(K.entry_path(fields))
+            hit.provenance["location"] = self.ref(model).location
+            spec, sha = self.ref(model).spec, hit.provenance.get("weights_sha256")
+            if spec.weights_sha256 and sha and sha != spec.weights_sha256:  # as capture.load warns
+                warnings.warn(f"{spec.name}: weights sha256 {sha[:12]}… differs from the registry's "
+                              f"{spec.weights_sha256[:12]}… ({spec.hub_id}@{spec.revision}): measuring another "
+                              "checkpoint", stacklevel=2)
+            for item in hit.excluded:  # the warnings the computation gave
+                warnings.warn(f"{item['sentence']!r}: {item['reason']}", stacklevel=2)
+            return hit
+        loaded = self.model(model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if self.sublayers or (model, sentences.sha256) in self._states:
+                states = self.states(model, sentences)
+                with cpu_threads(1 if loaded.device.type == "cpu" else None):  # see streaming.cpu_threads
+                    result = measure(states, sentences, poolings, max_pca_tokens=DEFAULT_MAX_PCA_TOKENS,
+                                     sublayers=self.sublayers)
+            else:
+                result = measure_streaming(loaded, sentences, poolings, self.batch_size,
+                                           DEFAULT_MAX_PCA_TOKENS, PCA_SEED)
+        for w in caught:
+            warnings.warn(str(w.message), stacklevel=2)
+        K.store(fields, result)
+        return result
+
+    def _cache_fields(self, model: str, sentences: SentenceSet, poolings) -> dict | None:
+        if not self.cache or K.cache_dir() is None:
+            return None
+        return K.key_fields(self.ref(model), device=self.device, dtype=self.dtype, sentences=sentences,
+                            batch_size=self.batch_size, poolings=poolings, max_pca_tokens=DEFAULT_MAX_PCA_TOKENS,
+                            seed=PCA_SEED, sublayers=self.sublayers)
+    # --- end performance and scale ---------------------------------------------------------------
 
     def release(self, model: str) -> None:
         """Drop a model (its measurements stay): lets a run over big models keep one in memory."""

@@ -24,3 +24,21 @@ def standin_dirs(tmp_path_factory):
 
     yield get
     shutil.rmtree(root, ignore_errors=True)  # ~1.3 GB: do not leave it to pytest's tmp retention
+
+
+# --- pytest-xdist (issue 4): `pytest -n 2 --dist loadgroup` -------------------------------------
+# Every test marked with a model (standin, mxbai, colbert, minilm, any_model) joins that model's
+# xdist_group, so with --dist loadgroup each model's tests run on one worker, and a worker
+# loads (or, for the stand-ins, builds) only the models its tests use. Without xdist the
+# marks are inert. docs/performance.md has the command.
+MODEL_GROUPS = ("standin", "mxbai", "colbert", "minilm", "any_model")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into "@group" node IDs
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            model = next((m for m in MODEL_GROUPS if item.get_closest_marker(m) is not None), None)
+            if model is not None:
+                item.add_marker(pytest.mark.xdist_group(model))
+# --- end pytest-xdist ----------------------------------------------------------------------------

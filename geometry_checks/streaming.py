@@ -1,0 +1,580 @@
+"""Measuring in bounded memory: every METRICS.md metric from length-sorted batches.
+
+`measure_streaming(loaded, sentences, ...)` gives the same `Measurement` as
+`measure(capture(loaded, sentences), sentences, ...)` (same layout, numbers equal to
+1e-5; tests/test_streaming.py holds it to that), but never holds the hidden states of
+the whole set. It consumes `capture.iter_batches` one batch at a time and keeps only:
+
+- per sentence and depth: the mean pool (and the CLS state when `cls` pooling is
+  asked for) and the content mean `m_s`, float32 ``[P, S, H]``;
+  and scalars ``[P, S]``: intra-sentence, PC1 and delta-coherence cosines, the within
+  scatter `w_s`, `cos(h_CLS, pool)` and the mean-pool drift;
+- running sums: the cross-sentence unit-vector sums (`metrics.cross_sentence_stats`)
+  and the token-norm sum;
+- the full token states of the few texts that pairs, retrieval and token pairs need;
+- a token sample for the PCA trajectory metrics: every content token while the set
+  has at most `max_pca_tokens` (default 20,000) of them, above that the same seeded
+  sample as `measure(..., max_pca_tokens=N)` takes (seed 0: `torch.randperm` of all
+  content tokens in sentence order, first N kept).
+
+Memory is therefore about S x P x H x 8 bytes (+ 4 with `cls`) plus the sample
+(P x 20,000 x H x 4 bytes), whatever the set's token count: for MiniLM (P = 7, H = 384)
+about 22 KB a sentence. docs/performance.md has the numbers.
+
+Differences from the in-memory path, all far below 1e-5 (about 1e-7): the per-batch
+reductions (`batch_reductions`) take masked sums as batched matrix products with float32
+accumulation over a sentence's tokens, and pc1 and the PCA trajectories take
+eigenvectors of small Gram / covariance matrices instead of SVDs; pools and content
+means are kept in float32; sums over the set are added batch by batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from typing import Iterable
+
+import torch
+
+from . import capture as C
+from . import measure as MS
+from . import metrics as M
+from .errors import InputError
+from .measure import Measurement
+from .sentences import SentenceSet
+
+DEFAULT_MAX_PCA_TOKENS = 20_000
+PCA_SEED = 0
+_DIM_CHUNK = 64  # dimensions per chunk of the per-dimension metrics (bounds their temporaries)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with `n` intra-op CPU threads (None: leave as is).
+
+    The metrics' many small batched SVDs (pc1_mean_cosine) are tens of times slower with
+    2+ OpenMP threads on a busy CPU than with one; the forward pass is not. See
+    docs/performance.md.
+    """
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def content_counts(loaded: C.LoadedModel, items: list[tuple[str, str]]) -> list[int]:
+    """|C_s| of every (text, role), from a tokenizer-only pass (the same truncation as capture)."""
+    texts = [C._model_text(loaded.spec, t, r) for t, r in items]
+    specials = set(C.special_ids(loaded))
+    ids = loaded.tokenizer(texts, add_special_tokens=True, truncation=True)["input_ids"]
+    return [sum(1 for i in seq if i not in specials) for seq in ids]
+
+
+# --------------------------------------------------------------------------- fast equivalents
+# Two metrics.py functions spend nearly all their time in LAPACK SVDs whose shape is the
+# expensive one: pc1 on wide [T, H] matrices (one per sentence and depth, tens of times
+# slower again with 2+ OpenMP threads on a busy CPU) and the PCA trajectories on a tall
+# [N, H] matrix per depth. The functions below compute the same quantities from the small
+# Gram / covariance matrices ([T, T], [H, H]) with eigh, per depth, so that the float64
+# temporaries are one depth's. tests/test_streaming.py holds them equal to metrics.py's
+# (to 1e-9 on MiniLM states; both are exact up to rounding away from degenerate spectra).
+
+
+def pc1_mean_cosine_per_sentence(states: torch.Tensor, content: torch.Tensor,
+                                 means: torch.Tensor | None = None) -> torch.Tensor:
+    """= metrics.pc1_mean_cosine_per_sentence: |cos(u_s, m_s)|, u_s the first principal
+    direction of the centred content tokens of s, from the top eigenvector v of the Gram
+    matrix X X^T (u_s = X^T v); NaN if |C_s| < 2 or the tokens have no scatter direction
+    (|X^T v| <= 1000 eps times the largest token norm, as metrics.py). [P, S].
+
+    means: metrics.content_means(states, content), if the caller has it already."""
+    mask = content.to(device=states.device, dtype=torch.bool)
+    n = M.content_counts(mask)
+    if bool((n == 0).any()):
+        raise ValueError(f"sentences {torch.nonzero(n == 0).flatten().tolist()} have no content token")
+    acc = torch.float32 if states.device.type == "mps" else torch.float64
+    m = (M.content_means(states, mask) if means is None else means).to(acc)
+    centred = states.to(acc, copy=True)
+    centred.sub_(m[:, :, None, :]).masked_fill_(~mask[..., None], 0.0)  # rows masked after centring
+    gram = centred @ centred.transpose(-1, -2)  # [P, S, T, T]
+    top = torch.linalg.eigh(gram)[1][..., -1:].transpose(-1, -2)  # eigenvalues ascending: the last vector
+    u = (top @ centred).squeeze(-2)  # X^T v: [P, S, H], its norm the top singular value
+    del centred, gram
+    sigma = torch.linalg.vector_norm(u, dim=-1)
+    direction = torch.where(sigma[..., None] > 0, u / sigma.clamp_min(torch.finfo(acc).tiny)[..., None], u)
+    out = M.cosine(direction, m).abs()
+    norms = torch.linalg.vector_norm(states, dim=-1).to(acc)
+    scale = torch.where(mask, norms, torch.zeros((), dtype=acc, device=states.device)).amax(-1)
+    bad = (n < 2) | (sigma <= 1e3 * torch.finfo(acc).eps * scale)
+    return torch.where(bad, torch.full_like(out, float("nan")), out)
+
+
+PC1_GAP = 0.01  # relative eigengap (l1 - l2) / l1 below which pc1 is recomputed in float64
+PC1_FLAT = 1e-3  # top singular value below this times the largest token norm: likewise
+
+
+def _pair_mean(unit_sums: torch.Tensor, self_dots: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """Mean cos over unordered pairs from sum u and sum |u|^2 (metrics._mean_pair_cosine's formula)."""
+    pair_sum = ((unit_sums * unit_sums).sum(-1) - self_dots) / 2
+    out = pair_sum / (n * (n - 1) / 2).clamp_min(1)
+    return torch.where(n >= 2, out, torch.full_like(out, float("nan")))
+
+
+def _unit32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / |x| with 0 where |x| <= EPS, |unit|^2) -- metrics._unit -- scaling x in place."""
+    r = torch.linalg.vector_norm(x, dim=-1)
+    inv = torch.where(r > M.EPS, 1 / r.clamp_min(M.EPS), torch.zeros((), dtype=x.dtype, device=x.device))
+    return x.mul_(inv[..., None]), (r * inv) ** 2
+
+
+def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Tensor,
+                     pc1_delta: bool = True) -> dict | None:
+    """Every per-sentence reduction the streaming path keeps, for one batch, in few passes.
+
+    states float32 [P, B, T, H]; content, attn bool [B, T]. Returns (float64 unless noted):
+    `pool` = metrics.mean_pool [P, B, H]; `means` = metrics.content_means [P, B, H]; `n`
+    = |C_s| [B]; `unit_sums` [P, B, H] and hence metrics.cross_sentence_stats; `intra` =
+    metrics.intra_sentence_cosine_per_sentence [P, B]; `within` = metrics.within_scatter
+    [P, B]; `norm_sum` = sum of content-token norms [P]; with pc1_delta also `pc1` =
+    metrics.pc1_mean_cosine_per_sentence and `delta` = metrics.delta_coherence_per_sentence
+    [P, B]. None if an attended state is NaN or inf (the caller raises the InputError).
+
+    The same quantities as metrics.py, computed differently, to about 1e-7: the masked sums
+    over tokens are batched matrix products (float32 accumulation over one sentence's
+    tokens, then float64), and pc1 takes the top eigenvector of the float32 Gram matrix of
+    the centred tokens (eigh in float64) instead of a float64 SVD per sentence and depth;
+    a sentence whose eigengap is below PC1_GAP (where float32 rounding could move the
+    direction by more than about 1e-6), or whose scatter is below PC1_FLAT of its largest
+    token norm (metrics.py's flat-cloud NaN), is recomputed in float64 by
+    `pc1_mean_cosine_per_sentence`.
+    tests/test_streaming.py holds each one to metrics.py.
+    """
+    x = states if states.dtype == torch.float32 else states.float()
+    cm = content.to(device=x.device, dtype=torch.bool)
+    am = attn.to(device=x.device, dtype=torch.bool)
+    n = cm.sum(1)
+    if bool((n == 0).any()):
+        raise ValueError(f"sentences {torch.nonzero(n == 0).flatten().tolist()} have no content token")
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    cw = cm.to(x.dtype)[:, None, :]  # [B, 1, T]
+    weights = torch.cat([am.to(x.dtype)[:, None, :], cw], 1)  # [B, 2, T]
+    sums = torch.matmul(weights, x)  # [P, B, 2, H]
+    if not bool(torch.isfinite(sums).all()):  # padding garbage (never read by metrics.py) or bad states
+        x = torch.where(am[None, :, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        sums = torch.matmul(weights, x)
+        if not bool(torch.isfinite(sums).all()):
+            return None
+    sums = sums.to(acc)
+    nf = n.to(acc)
+    out = {"pool": sums[:, :, 0] / am.sum(1).to(acc)[:, None], "means": sums[:, :, 1] / nf[:, None], "n": n}
+    m32 = out["means"].to(x.dtype)
+
+    centred = x - m32[:, :, None, :]  # [P, B, T, H], float32 like metrics.within_scatter
+    dist = torch.linalg.vector_norm(centred, dim=-1)
+    out["within"] = (dist * cw.squeeze(1)).sum(-1, dtype=acc) / nf
+    norms = torch.linalg.vector_norm(x, dim=-1)  # [P, B, T]
+    out["norm_sum"] = (norms * cw.squeeze(1)).sum((1, 2), dtype=acc)
+    if pc1_delta:
+        out["pc1"] = _pc1(x, centred, cm, n, out["means"], norms)
+    del centred, dist
+
+    units, unit_sq = _unit32(x.clone())
+    out["unit_sums"] = torch.matmul(cw, units).squeeze(-2).to(acc)  # [P, B, H]
+    out["intra"] = _pair_mean(out["unit_sums"], (unit_sq * cw.squeeze(1)).sum(-1, dtype=acc), nf)
+    del units
+    if pc1_delta:
+        steps, step_sq = _unit32(x[1:] - x[:-1])
+        delta = _pair_mean(torch.matmul(cw, steps).squeeze(-2).to(acc), (step_sq * cw.squeeze(1)).sum(-1, dtype=acc), nf)
+        out["delta"] = torch.cat([torch.full_like(delta[:1], float("nan")), delta])
+    return out
+
+
+def _pc1(x, centred, cm, n, means, norms) -> torch.Tensor:
+    acc = means.dtype
+    pair = cm[:, :, None] & cm[:, None, :]  # [B, T, T]: the content rows and columns of the Gram matrix
+    gram = (centred @ centred.transpose(-1, -2)).masked_fill_(~pair, 0.0).to(acc)
+    values, vectors = torch.linalg.eigh(gram)  # ascending
+    top = vectors[..., -1:].transpose(-1, -2).to(x.dtype)  # [P, B, 1, T]
+    u = (top @ centred).squeeze(-2).to(acc)  # X^T v: [P, B, H], norm ~ the top singular value
+    sigma = torch.linalg.vector_norm(u, dim=-1)
+    direction = torch.where(sigma[..., None] > 0, u / sigma.clamp_min(torch.finfo(acc).tiny)[..., None], u)
+    out = M.cosine(direction, means).abs()
+    scale = torch.where(cm, norms, torch.zeros((), dtype=norms.dtype, device=norms.device)).amax(-1).to(acc)
+    lam1, lam2 = values[..., -1], values[..., -2] if values.shape[-1] > 1 else torch.zeros_like(values[..., -1])
+    unsure = ((lam1 - lam2) < PC1_GAP * lam1.abs()) | (sigma <= PC1_FLAT * scale)
+    redo = torch.nonzero((unsure & (n >= 2)).any(0)).flatten()  # sentences, all depths
+    if redo.numel():
+        out[:, redo] = pc1_mean_cosine_per_sentence(x[:, redo], cm[redo]).to(acc)
+    return torch.where(n >= 2, out, torch.full_like(out, float("nan")))
+
+
+def pca_fit(x: torch.Tensor, n_components: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """= metrics.pca_fit for one [N, H] matrix: (mean [H], components [n, H]) from the
+    eigenvectors of the centred covariance, with scikit-learn's sign convention."""
+    n, h = x.shape
+    if not 1 <= n_components <= min(n, h):
+        raise ValueError(f"n_components={n_components} needs N, H >= it (N={n}, H={h})")
+    x = x.to(torch.float32 if x.device.type == "mps" else torch.float64)
+    mean = x.mean(0)
+    centred = x - mean
+    vecs = torch.linalg.eigh(centred.T @ centred)[1]  # ascending eigenvalues
+    comps = vecs[:, -n_components:].flip(-1).T  # [n, H], largest first
+    signs = torch.sign(comps.gather(-1, comps.abs().argmax(-1, keepdim=True)))
+    return mean, comps * signs
+
+
+def trajectory_curves(tokens: torch.Tensor) -> dict:
+    """= metrics.fixed_pca_step, refit_pca_step and teleological_distance of tokens [P, N, H],
+    one depth's float64 copy at a time (the depth-0 and depth-L fits serve all three)."""
+    P = tokens.shape[0]
+    acc = torch.float32 if tokens.device.type == "mps" else torch.float64
+    first, last = pca_fit(tokens[0]), pca_fit(tokens[-1])
+    fixed, refit, tele = [], [], []
+    for d in range(P):
+        x = tokens[d].to(acc)
+        own = first if d == 0 else last if d == P - 1 else pca_fit(x)
+        use = (first, own, last)
+        comps = torch.cat([c for _, c in use])  # [6, H]
+        offset = torch.cat([mean @ c.T for mean, c in use])  # (x - mean) C^T = x C^T - mean C^T
+        proj = (x @ comps.T - offset).split(2, dim=-1)  # 3 x [N, 2]
+        del x
+        for out, p in zip((fixed, refit, tele), proj):
+            out.append(p)
+
+    def steps(projections: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([torch.linalg.vector_norm(b - a, dim=-1).mean()
+                            for a, b in zip(projections, projections[1:])])
+
+    nan = torch.full((1,), float("nan"), dtype=acc, device=tokens.device)
+    return {
+        "fixed_pca_step": torch.cat([nan, steps(fixed)]),
+        "refit_pca_step": torch.cat([nan, steps(refit)]),
+        "teleological_distance": torch.stack([torch.linalg.vector_norm(p - tele[-1], dim=-1).mean() for p in tele]),
+    }
+
+
+# --------------------------------------------------------------------------- accumulators
+
+
+class _Cloud:
+    """Per-sentence reductions of the token-cloud and pooled metrics over S sentence slots."""
+
+    def __init__(self, depths: int, hidden: int, sentences: int, device, poolings: Iterable[str], pools: bool):
+        P, S, H = depths, sentences, hidden
+        f64 = torch.float32 if device.type == "mps" else torch.float64
+        nan = float("nan")
+        self.intra = torch.full((P, S), nan, dtype=f64, device=device)
+        self.pc1 = torch.full((P, S), nan, dtype=f64, device=device)
+        self.delta = torch.full((P, S), nan, dtype=f64, device=device)
+        self.within = torch.zeros((P, S), dtype=f64, device=device)
+        self.means = torch.zeros((P, S, H), dtype=torch.float32, device=device)
+        self.n = torch.zeros(S, dtype=torch.long, device=device)
+        self.unit_sum = torch.zeros((P, H), dtype=f64, device=device)
+        self.sq_sum = torch.zeros(P, dtype=f64, device=device)
+        self.norm_sum = torch.zeros(P, dtype=f64, device=device)
+        self.with_pools = pools
+        if pools:
+            self.cls_align = torch.zeros((P, S), dtype=f64, device=device)
+            self.drift = torch.zeros((P, S), dtype=f64, device=device)
+            self.pools = {p: torch.zeros((P, S, H), dtype=torch.float32, device=device) for p in poolings}
+
+    def add(self, x: torch.Tensor, content: torch.Tensor, attn: torch.Tensor, slots: torch.Tensor,
+            pc1_delta: bool = True) -> bool:
+        """x [P, B, T, H], content/attn [B, T]; row b of the batch is sentence slot slots[b].
+
+        Returns False, adding nothing, if a state at an attended position is NaN or inf (then
+        the mean pool is not finite: float64 sums of float32 values cannot overflow)."""
+        red = batch_reductions(x, content, attn, pc1_delta)
+        if red is None:
+            return False
+        pool, n, unit_sums = red["pool"], red["n"], red["unit_sums"]
+        self.unit_sum += unit_sums.sum(1)  # = metrics.cross_sentence_stats
+        self.sq_sum += (unit_sums * unit_sums).sum((1, 2))
+        self.n[slots] = n
+        self.means[:, slots] = red["means"].float()
+        self.within[:, slots] = red["within"]
+        self.norm_sum += red["norm_sum"]
+        self.intra[:, slots] = red["intra"]
+        if pc1_delta:
+            self.pc1[:, slots] = red["pc1"]
+            self.delta[:, slots] = red["delta"]
+        if self.with_pools:
+            self.cls_align[:, slots] = M.cosine(M.cls_pool(x), pool)
+            self.drift[:, slots] = M.meanpool_drift(pool)
+            for name, store in self.pools.items():
+                store[:, slots] = (pool if name == "mean" else x[:, :, 0]).to(store.dtype)
+        return True
+
+    def separability(self) -> torch.Tensor:
+        """separability_ratio, depth by depth (float64 temporaries of one depth at a time)."""
+        acc = self.within.dtype
+        return torch.cat([
+            M.separability_ratio_from(self.means[d : d + 1].to(acc), self.within[d : d + 1])
+            for d in range(self.means.shape[0])
+        ])
+
+    def cross(self) -> torch.Tensor:
+        return M.cross_sentence_cosine_from_stats(self.unit_sum, self.sq_sum, self.n)
+
+    def token_norm(self) -> torch.Tensor:
+        return self.norm_sum / self.n.sum()
+
+
+class _Sample:
+    """The PCA trajectory token sample, filled batch by batch in sentence order."""
+
+    def __init__(self, counts: list[int], cap: int | None, seed: int):
+        self.counts = torch.tensor(counts, dtype=torch.long)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts  # first global token of each slot
+        self.total = int(self.counts.sum())
+        self.sampled = cap is not None and self.total > cap
+        if self.sampled:
+            # exactly measure.trajectories' sample: randperm of all content tokens, first cap kept
+            gen = torch.Generator().manual_seed(seed)
+            keep = torch.randperm(self.total, generator=gen)[:cap]
+            self.keep = torch.zeros(self.total, dtype=torch.bool)
+            self.keep[keep] = True
+            self.rank = torch.cumsum(self.keep, 0) - 1
+            self.size = cap
+        else:
+            self.size = self.total
+        self.tokens: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor, content: torch.Tensor, slots: torch.Tensor) -> None:
+        if self.tokens is None:
+            self.tokens = torch.empty((x.shape[0], self.size, x.shape[-1]), dtype=torch.float32, device=x.device)
+        flat = x[:, content.to(device=x.device, dtype=torch.bool)]  # [P, n_batch, H], row-major (b, t)
+        slots = slots.cpu()
+        n = self.counts[slots]
+        start = torch.repeat_interleave(self.offsets[slots], n)
+        local = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+        glob = start + local
+        if self.sampled:
+            take = self.keep[glob]
+            dest = self.rank[glob[take]]
+            take = take.to(x.device)
+            self.tokens[:, dest.to(x.device)] = flat[:, take].float()
+        else:
+            self.tokens[:, glob.to(x.device)] = flat.float()
+
+
+def measure_streaming(
+    loaded: C.LoadedModel,
+    sentences: SentenceSet,
+    poolings: tuple[str, ...] = ("mean",),
+    batch_size: int = 64,
+    max_pca_tokens: int | None = DEFAULT_MAX_PCA_TOKENS,
+    seed: int = PCA_SEED,
+    method: str = "auto",
+    metric_threads: int | None = 1,
+) -> Measurement:
+    """Every METRICS.md metric of `sentences`, one batch at a time (see the module docstring).
+
+    metric_threads: CPU threads for the metric work between forward passes (None: as set);
+    the forward passes keep the process's thread count.
+    """
+    if not poolings or poolings[0] != "mean":
+        raise ValueError("the first pooling must be mean (the METRICS.md default)")
+    poolings = tuple(dict.fromkeys(poolings))
+    items = C.texts_of(sentences)
+    item_of = {key: i for i, key in enumerate(items)}
+    counts = content_counts(loaded, items)
+    for (text, _), n in zip(items, counts):
+        if n == 0:
+            raise InputError(f"sentence {text!r} has no content token (only special tokens)")
+
+    slots_of: dict[int, list[int]] = {}  # item -> its sentence slots (a repeated sentence has several)
+    for s, text in enumerate(sentences.sentences):
+        slots_of.setdefault(item_of[(text, "doc")], []).append(s)
+    S = len(sentences.sentences)
+    slot_counts = [counts[item_of[(t, "doc")]] for t in sentences.sentences]
+    sample = _Sample(slot_counts, max_pca_tokens, seed)
+    # texts whose every token is kept: pairs, retrieval texts and queries, and the first sentence
+    keep_items = {item_of[(sentences.sentences[0], "doc")]}
+    keep_items.update(item_of[(t, "doc")] for pair in sentences.pairs.values() for t in pair)
+    keep_items.update(item_of[(t, "doc")] for t in sentences.retrieval_pool)
+    keep_items.update(item_of[(r.query, "query")] for r in sentences.retrieval)
+    kept: dict[int, C.LayerStates] = {}
+    cloud = proj = None
+    prov = {**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256}
+
+    for rows, batch in C.iter_batches(loaded, items, batch_size, method):
+        with cpu_threads(metric_threads if loaded.device.type == "cpu" else None):
+            got = batch.content.sum(1).tolist()
+            if got != [counts[i] for i in rows]:  # pragma: no cover - tokenizer and capture disagree
+                raise RuntimeError(f"{loaded.spec.name}: content-token counts differ between passes")
+            pos, slots = [], []
+            for b, item in enumerate(rows):
+                for s in slots_of.get(item, ()):
+                    pos.append(b)
+                    slots.append(s)
+                if item in keep_items:
+                    kept[item] = batch.select([b])
+                    if item not in slots_of:  # cloud rows are checked by _Cloud.add
+                        C.check_finite(kept[item], loaded.spec.name)
+            if not pos:
+                continue
+            dev = batch.states.device
+            slot_t = torch.tensor(slots, dtype=torch.long, device=dev)
+            if pos == list(range(len(rows))):
+                x, c, a, pr = batch.states, batch.content, batch.attn, batch.proj
+            else:
+                idx = torch.tensor(pos, dtype=torch.long, device=dev)
+                x, c, a = batch.states.index_select(1, idx), batch.content[idx], batch.attn[idx]
+                pr = None if batch.proj is None else batch.proj[idx]
+            if cloud is None:
+                cloud = _Cloud(x.shape[0], x.shape[-1], S, dev, poolings, pools=True)
+                if pr is not None:
+                    proj = _Cloud(1, pr.shape[-1], S, dev, (), pools=False)
+            if not cloud.add(x, c, a, slot_t):
+                C.check_finite(batch, loaded.spec.name)  # raises the one-line InputError
+            sample.add(x, c, slot_t)
+            if proj is not None:
+                proj.add(pr[None], c, a, slot_t, pc1_delta=False)
+            del x, c, a, pr
+
+    with cpu_threads(metric_threads if loaded.device.type == "cpu" else None):
+        return _finish(sentences, poolings, cloud, proj, sample, kept, items, prov)
+
+
+def _mini_states(kept: dict[int, C.LayerStates], items, prov: dict) -> C.LayerStates:
+    """The kept texts as one LayerStates (in texts_of order), for pairs, retrieval and token pairs."""
+    rows = [kept[i] for i in sorted(kept)]
+
+    def cat(name, fill):
+        return torch.cat(C._pad_cat([getattr(r, name) for r in rows], 2 if name == "states" else 1, fill),
+                         dim=1 if name == "states" else 0)
+
+    return C.LayerStates(
+        texts=tuple(r.texts[0] for r in rows),
+        roles=tuple(r.roles[0] for r in rows),
+        model_texts=tuple(r.model_texts[0] for r in rows),
+        states=cat("states", 0.0),
+        attn=cat("attn", False),
+        content=cat("content", False),
+        input_ids=cat("input_ids", 0),
+        tokens=[r.tokens[0] for r in rows],
+        word_ids=[r.word_ids[0] for r in rows],
+        offsets=[r.offsets[0] for r in rows],
+        proj=torch.cat(C._pad_cat([r.proj for r in rows], 1, 0.0)) if rows[0].proj is not None else None,
+        provenance=prov,
+    )
+
+
+def _per_dimension(pools: torch.Tensor) -> dict:
+    """measure.pooled's per-dimension block on [P, S, H] pools, in chunks of dimensions
+    (each of these metrics is computed dimension by dimension)."""
+    H = pools.shape[-1]
+    chunks = [(lo, min(lo + _DIM_CHUNK, H)) for lo in range(0, H, _DIM_CHUNK)]
+    wd = torch.cat([M.write_depth(pools[:, :, lo:hi]) for lo, hi in chunks])
+    r = torch.cat([M.dim_correlation(pools[:, :, lo:hi]) for lo, hi in chunks])
+    last = pools.shape[0] - 1
+    # = M.write_depth_histogram(pools) and M.late_write_fraction(pools), from the chunked write_depth
+    hist = torch.bincount(wd, minlength=pools.shape[0])
+    late = (wd >= last - 1).to(torch.float32 if pools.device.type == "mps" else torch.float64).mean()
+    return {"hist": hist, "late": late, "write_depth": wd, "r": r}
+
+
+def _pooled(cloud: _Cloud, mini: C.LayerStates, sentences: SentenceSet, pooling: str) -> dict:
+    """measure.pooled, with the per-dimension metrics from the kept pools and the pairs and
+    retrieval (measure.pooled itself) from the kept texts."""
+    out = {"curves": {}, "scalars": {}, "per_dimension": {}, "discriminative_dims": {}, "not_computed": {}}
+    pools = cloud.pools[pooling]
+    if pools.shape[1] >= 2:
+        dims = _per_dimension(pools)
+        out["curves"]["write_depth_histogram"] = dims["hist"]
+        out["scalars"]["late_write_fraction"] = dims["late"]
+        out["per_dimension"]["write_depth"] = dims["write_depth"]
+        r = dims["r"]
+        out["per_dimension"]["dim_correlation"] = r
+        out["scalars"]["dim_correlation_mean"] = torch.nanmean(r)
+        out["scalars"]["dims_r_above_0.7"] = int((r > 0.7).sum())
+        out["scalars"]["dims_r_below_-0.7"] = int((r < -0.7).sum())
+    else:
+        out["not_computed"]["dim_correlation"] = "needs at least 2 sentences"
+    one = dataclasses.replace(sentences, sentences=(sentences.sentences[0],))
+    part = MS.pooled(mini, one, pooling)  # one sentence: only the pairs and retrieval parts
+    part["not_computed"].pop("dim_correlation", None)
+    for key in ("curves", "scalars", "per_dimension", "not_computed"):
+        out[key].update(part[key])
+    out["discriminative_dims"] = part["discriminative_dims"]
+    return out
+
+
+def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sample, kept, items,
+            prov: dict) -> Measurement:
+    mini = _mini_states(kept, items, prov)
+    depths = cloud.means.shape[0]
+    result = Measurement(model=prov.get("model", "?"), sentence_set=sentences.name, depths=depths,
+                         provenance=dict(prov))
+    eligible = (cloud.n >= 2).tolist()
+    result.excluded = [
+        {"sentence": t, "reason": "fewer than 2 content tokens: left out of intra_sentence_cosine, "
+         "delta_coherence and pc1_mean_cosine"}
+        for t, ok in zip(sentences.sentences, eligible) if not ok
+    ]
+    for item in result.excluded:
+        warnings.warn(f"{item['sentence']!r}: {item['reason']}", stacklevel=3)
+
+    intra, cross = torch.nanmean(cloud.intra, 1), cloud.cross()
+    curves = {
+        "intra_sentence_cosine": intra,
+        "cross_sentence_cosine": cross,
+        "sentence_signal": M.sentence_signal(intra, cross),
+        "separability_ratio": cloud.separability(),
+        "token_norm": cloud.token_norm(),
+        "pc1_mean_cosine": torch.nanmean(cloud.pc1, 1),
+        "delta_coherence": torch.nanmean(cloud.delta, 1),
+    }
+    cloud.means = None  # the largest per-sentence store, no longer needed
+    curves["cls_mean_alignment"] = cloud.cls_align.mean(1)
+    drift = cloud.drift
+    curves["meanpool_drift"] = drift.mean(1)
+    curves["meanpool_drift[min]"] = drift.amin(1)
+    curves["meanpool_drift[max]"] = drift.amax(1)
+    result.per_sentence["meanpool_drift"] = MS._list(drift.T)
+    result.per_sentence["sentences"] = list(sentences.sentences)
+
+    parts = [_pooled(cloud, mini, sentences, pooling) for pooling in poolings]
+    cloud.pools = None  # before the PCA's temporaries
+    if sample.size < 2:
+        raise InputError(f"{sentences.name}: the PCA trajectory metrics need at least 2 content tokens in all")
+    curves.update(trajectory_curves(sample.tokens))
+    sample.tokens = None
+    result.scalars["pca_tokens"] = sample.total
+    if sample.sampled:
+        result.scalars["pca_tokens_sampled"] = sample.size
+    curves.update(MS.token_pairs(mini, sentences))
+    if sentences.retrieval:
+        curves.update(MS.maxsim(mini, sentences))
+
+    for i, (pooling, part) in enumerate(zip(poolings, parts)):
+        if i == 0:
+            curves.update(part["curves"])
+            result.scalars.update(part["scalars"])
+            result.per_dimension.update(part["per_dimension"])
+            result.discriminative_dims = part["discriminative_dims"]
+            result.not_computed.update(part["not_computed"])
+        else:
+            result.by_pooling[pooling] = {k: MS._jsonify(v) for k, v in part.items()}
+
+    if proj is not None:
+        pi, pc = torch.nanmean(proj.intra, 1), proj.cross()
+        result.proj = {k: MS._list(v)[0] for k, v in {
+            "intra_sentence_cosine": pi,
+            "cross_sentence_cosine": pc,
+            "sentence_signal": M.sentence_signal(pi, pc),
+            "separability_ratio": proj.separability(),
+            "token_norm": proj.token_norm(),
+        }.items()}
+
+    result.curves = MS._jsonify(curves)
+    result.scalars = MS._jsonify(result.scalars)
+    result.per_dimension = MS._jsonify(result.per_dimension)
+    return result
+
