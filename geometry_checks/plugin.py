@@ -18,6 +18,10 @@ from .registry import MODELS
 
 VERDICT_KEY = pytest.StashKey[object]()
 ROWS_KEY = pytest.StashKey[list]()
+# model -> {"registry": line, "recorded": line}: provenance warnings, one line per model at the end.
+NOTES_KEY = pytest.StashKey[dict]()
+# recorded baselines this session wrote (--update-baselines).
+WRITTEN_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="fail, instead of skip, checks whose model weights are not found")
     group.addoption("--update-baselines", action="store_true",
                     help="rewrite the recorded baselines of the selected models")
+    group.addoption("--recorded-dir", default=None, metavar="DIR",
+                    help="where recorded baselines are read and written (default baselines/recorded)")
     group.addoption("--findings-md", metavar="PATH", help="write this run's findings table (markdown)")
     group.addoption("--latest-revision", action="store_true",
                     help="load each hub model's latest revision instead of the registry's pinned one "
@@ -58,6 +64,8 @@ def _model_paths(config: pytest.Config) -> dict[str, str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[ROWS_KEY] = []
+    config.stash[NOTES_KEY] = {}
+    config.stash[WRITTEN_KEY] = []
     if config.getoption("--latest-revision"):
         from . import registry
 
@@ -87,7 +95,13 @@ def measurement_of(lab: Lab, pytestconfig: pytest.Config):
 
     def get(model: str):
         try:
-            return lab.measurement(model)
+            with warnings.catch_warnings():
+                # capture.load warns when the weights differ from the registry's; here that
+                # becomes one line of the terminal summary (_note_weights), not a warning entry.
+                warnings.filterwarnings("ignore", message=r".*weights sha256 .* differs from the registry")
+                result = lab.measurement(model)
+            _note_weights(pytestconfig, model, result)
+            return result
         except ModelNotAvailable as exc:
             if require:
                 pytest.fail(f"--require-models: {exc}", pytrace=False)
@@ -96,6 +110,90 @@ def measurement_of(lab: Lab, pytestconfig: pytest.Config):
             pytest.fail(f"geometry-checks: {exc}", pytrace=False)
 
     return get
+
+
+def _note_weights(config: pytest.Config, model: str, measurement) -> None:
+    spec = MODELS.get(model)
+    sha = measurement.provenance.get("weights_sha256")
+    if spec is None or not spec.weights_sha256 or not sha or sha == spec.weights_sha256:
+        return
+    config.stash[NOTES_KEY].setdefault(model, {})["registry"] = (
+        f"{model}: weights sha256 {sha[:12]}… differ from the registry's {spec.weights_sha256[:12]}… "
+        f"({spec.hub_id}@{(spec.revision or 'unpinned')[:12]}): measuring another checkpoint"
+    )
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def recorded_getter(update: bool, root: Path, notes: dict, written: list, extra_args: str = ""):
+    """The function behind the `recorded_baseline` fixture (separate, so tests can drive it)."""
+    from . import baselines as B
+
+    loaded: dict = {}
+
+    def get(measurement):
+        model, name = measurement.model, measurement.sentence_set
+        path = B.path_for(model, name, root)
+        if (model, name) not in loaded:
+            if update:
+                written.append(B.record(measurement, root))
+            try:
+                data = B.load_recorded(model, name, root)
+            except InputError as exc:
+                data = exc
+            loaded[(model, name)] = data
+            if isinstance(data, dict):
+                line = B.provenance_warning(model, path, B.provenance_of(measurement), data["provenance"])
+                if line:
+                    notes.setdefault(model, {})["recorded"] = line
+        data = loaded[(model, name)]
+        if isinstance(data, InputError):
+            pytest.fail(f"geometry-checks: {data}", pytrace=False)
+        if data is None:
+            message = (f"no recorded baseline for {model} on sentence set {name!r} ({path}): "
+                       f"create it with `{B.regenerate_command(model)}{extra_args}` and commit it")
+            if _in_ci():
+                pytest.fail(f"CI=true: {message}", pytrace=False)
+            pytest.skip(message)
+        return data
+
+    return get
+
+
+def recorded_root(config: pytest.Config) -> Path:
+    from .baselines import RECORDED
+
+    return Path(config.getoption("--recorded-dir") or RECORDED)
+
+
+@pytest.fixture(scope="session")
+def recorded_baseline(pytestconfig: pytest.Config):
+    """get(measurement) -> the recorded baseline of its (model, sentence set) (baselines.load_recorded).
+
+    With --update-baselines it first records the measurement (once per model and set; an
+    atomic write under baselines/recorded/, never baselines/published/). A missing baseline
+    fails when CI=true and skips otherwise, both naming the command that creates it; a
+    corrupt one fails with one line. A provenance difference from the recorded baseline
+    (another checkpoint, another torch) is one warning line in the terminal summary.
+    """
+    extra = ""
+    sentences = pytestconfig.getoption("--sentences")
+    if Path(sentences).resolve() != DEFAULT_SENTENCES.resolve():
+        extra += f" --sentences {sentences}"
+    if pytestconfig.getoption("--recorded-dir"):
+        extra += f" --recorded-dir {pytestconfig.getoption('--recorded-dir')}"
+    return recorded_getter(pytestconfig.getoption("--update-baselines"), recorded_root(pytestconfig),
+                           pytestconfig.stash[NOTES_KEY], pytestconfig.stash[WRITTEN_KEY], extra)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    for path in config.stash.get(WRITTEN_KEY, []):
+        terminalreporter.write_line(f"geometry-checks: recorded {path}")
+    for notes in config.stash.get(NOTES_KEY, {}).values():
+        line = notes.get("recorded") or notes.get("registry")
+        terminalreporter.write_line(f"WARNING geometry-checks: {line}", yellow=True)
 
 
 @pytest.fixture
@@ -129,6 +227,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 "outcome": outcome,
                 "verdict": item.stash.get(VERDICT_KEY, None),
                 "reason": reason or getattr(report, "wasxfail", ""),
+                # the getter the check used: lets the report add the model's own pooling (cached)
+                "get": getattr(item, "funcargs", {}).get("measurement_of"),
             })
     return report
 
