@@ -6,9 +6,9 @@
 the whole set. It consumes `capture.iter_batches` one batch at a time and keeps only:
 
 - per sentence and depth: the mean pool (and the CLS state when `cls` pooling is
-  asked for) and the content mean `m_s`, float32 ``[P, S, H]``;
-  and scalars ``[P, S]``: intra-sentence, PC1 and delta-coherence cosines, the within
-  scatter `w_s`, `cos(h_CLS, pool)` and the mean-pool drift;
+  asked for) and the content mean `m_s`, float32 ``[P, S, H]``, and the scalars
+  ``[P, S]``: intra-sentence, PC1 and delta-coherence cosines, the within scatter
+  `w_s`, `cos(h_CLS, pool)` and the mean-pool drift;
 - running sums: the cross-sentence unit-vector sums (`metrics.cross_sentence_stats`)
   and the token-norm sum;
 - the full token states of the few texts that pairs, retrieval and token pairs need;
@@ -32,7 +32,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
+from itertools import pairwise
 
 import torch
 
@@ -52,9 +53,9 @@ _DIM_CHUNK = 64  # dimensions per chunk of the per-dimension metrics (bounds the
 def cpu_threads(n: int | None):
     """Run the block with `n` intra-op CPU threads (None: leave as is).
 
-    The metrics' many small batched SVDs (pc1_mean_cosine) are tens of times slower with
-    2+ OpenMP threads on a busy CPU than with one; the forward pass is not. See
-    docs/performance.md.
+    The metric work is many small operations (and, in metrics.py, batched small SVDs),
+    which on a busy CPU run several times (SVDs tens of times) slower with 2+ OpenMP
+    threads than with one. See docs/performance.md.
     """
     if not n:
         yield
@@ -215,10 +216,13 @@ def _pc1(x, centred, cm, n, means, norms) -> torch.Tensor:
 
 def pca_fit(x: torch.Tensor, n_components: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """= metrics.pca_fit for one [N, H] matrix: (mean [H], components [n, H]) from the
-    eigenvectors of the centred covariance, with scikit-learn's sign convention."""
+    eigenvectors of the centred covariance, with scikit-learn's sign convention. With fewer
+    tokens than dimensions (N < H) the SVD of the data is the cheaper one: metrics.pca_fit."""
     n, h = x.shape
     if not 1 <= n_components <= min(n, h):
         raise ValueError(f"n_components={n_components} needs N, H >= it (N={n}, H={h})")
+    if n < h:
+        return M.pca_fit(x, n_components)
     x = x.to(torch.float32 if x.device.type == "mps" else torch.float64)
     mean = x.mean(0)
     centred = x - mean
@@ -248,7 +252,7 @@ def trajectory_curves(tokens: torch.Tensor) -> dict:
 
     def steps(projections: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack([torch.linalg.vector_norm(b - a, dim=-1).mean()
-                            for a, b in zip(projections, projections[1:])])
+                            for a, b in pairwise(projections)])
 
     nan = torch.full((1,), float("nan"), dtype=acc, device=tokens.device)
     return {
@@ -439,10 +443,10 @@ def measure_streaming(
             del x, c, a, pr
 
     with cpu_threads(metric_threads if loaded.device.type == "cpu" else None):
-        return _finish(sentences, poolings, cloud, proj, sample, kept, items, prov)
+        return _finish(sentences, poolings, cloud, proj, sample, kept, prov)
 
 
-def _mini_states(kept: dict[int, C.LayerStates], items, prov: dict) -> C.LayerStates:
+def _mini_states(kept: dict[int, C.LayerStates], prov: dict) -> C.LayerStates:
     """The kept texts as one LayerStates (in texts_of order), for pairs, retrieval and token pairs."""
     rows = [kept[i] for i in sorted(kept)]
 
@@ -506,9 +510,9 @@ def _pooled(cloud: _Cloud, mini: C.LayerStates, sentences: SentenceSet, pooling:
     return out
 
 
-def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sample, kept, items,
+def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sample, kept,
             prov: dict) -> Measurement:
-    mini = _mini_states(kept, items, prov)
+    mini = _mini_states(kept, prov)
     depths = cloud.means.shape[0]
     result = Measurement(model=prov.get("model", "?"), sentence_set=sentences.name, depths=depths,
                          provenance=dict(prov))

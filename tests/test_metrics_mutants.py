@@ -116,3 +116,35 @@ def test_discriminative_dims_ties_keep_the_lower_index_first():
 def test_pair_cosine_all_is_float64():
     out = M.pair_cosine_all(torch.randn(2, 4, 3))
     assert out.dtype == torch.float64
+
+
+def test_pair_cosine_all_of_two_sentences_is_their_cosine():
+    pools = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
+    assert M.pair_cosine_all(pools).tolist() == pytest.approx([2 ** -0.5])
+
+
+# --------------------------------------------------------------------------- token classes
+
+
+def _class_batch():
+    states = torch.randn(2, 1, 4, 3, generator=torch.Generator().manual_seed(0))
+    content = torch.tensor([[False, True, True, True]])
+    a, b = torch.tensor([[False, True, True, False]]), torch.tensor([[False, False, False, True]])
+    return states, content, a, b
+
+
+def test_class_pair_counts_are_integers():
+    states, _, a, b = _class_batch()
+    assert M.class_pair_sums(states, a)[1].tolist() == [1]
+    assert M.class_pair_sums(states, a)[1].dtype == torch.long
+    assert M.class_pair_sums(states, a, b)[1].dtype == torch.long
+
+
+def test_class_mask_errors_say_what_is_wrong():
+    states, content, a, b = _class_batch()
+    with pytest.raises(ValueError) as info:
+        M.class_pair_sums(states, a, a)
+    assert str(info.value) == "class_pair_sums: the two masks overlap"
+    with pytest.raises(ValueError) as info:
+        M.class_pair_shares(states, content, a, a & False)
+    assert str(info.value) == "class_pair_shares: the masks must split the content mask"

@@ -30,7 +30,7 @@ from geometry_checks.sentences import SentenceSet, load_sentence_set
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from gen_sentences import generate  # noqa: E402
+from gen_sentences import generate
 
 TOL = 1e-5
 CORE = load_sentence_set(ROOT / "fixtures" / "core.json")
@@ -215,9 +215,10 @@ def test_pc1_flat_cloud_and_float64_path_equal_metrics():
         assert torch.allclose(got.nan_to_num(), want.nan_to_num(), atol=1e-9)
 
 
-def test_trajectory_curves_equal_metrics():
+@pytest.mark.parametrize("shape", [(5, 400, 24), (4, 50, 80)], ids=["N>H covariance", "N<H svd"])
+def test_trajectory_curves_equal_metrics(shape):
     gen = torch.Generator().manual_seed(2)
-    tokens = torch.randn(5, 400, 24, generator=gen) * torch.linspace(0.2, 3.0, 24) + 4.0
+    tokens = torch.randn(*shape, generator=gen) * torch.linspace(0.2, 3.0, shape[-1]) + 4.0
     got = ST.trajectory_curves(tokens)
     for name, f in (("fixed_pca_step", M.fixed_pca_step), ("refit_pca_step", M.refit_pca_step),
                     ("teleological_distance", M.teleological_distance)):
@@ -229,3 +230,18 @@ def test_trajectory_curves_equal_metrics():
 def test_first_pooling_must_be_mean():
     with pytest.raises(ValueError, match="first pooling must be mean"):
         ST.measure_streaming(None, CORE, ("cls",))
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert C._progress(10, "minilm") is None
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    bar = C._progress(10, "minilm")
+    assert bar is not None and bar.total == 10
+    bar.close()
