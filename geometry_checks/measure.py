@@ -286,18 +286,7 @@ def measure(
     if sentences.retrieval:
         curves.update(maxsim(states, sentences))
 
-    for i, pooling in enumerate(poolings):
-        part = pooled(states, sentences, pooling)
-        if i == 0:
-            if pooling != "mean":
-                raise ValueError("the first pooling must be mean (the METRICS.md default)")
-            curves.update(part["curves"])
-            result.scalars.update(part["scalars"])
-            result.per_dimension.update(part["per_dimension"])
-            result.discriminative_dims = part["discriminative_dims"]
-            result.not_computed.update(part["not_computed"])
-        else:
-            result.by_pooling[pooling] = {k: _jsonify(v) for k, v in part.items()}
+    merge_pooled(result, curves, poolings, [pooled(states, sentences, p) for p in poolings])
 
     if sublayers:
         from .openquestion import open_question_curves
@@ -314,6 +303,22 @@ def measure(
     result.scalars = _jsonify(result.scalars)
     result.per_dimension = _jsonify(result.per_dimension)
     return result
+
+
+def merge_pooled(result: Measurement, curves: dict, poolings, parts: list[dict]) -> None:
+    """The first pooling's results (mean, the METRICS.md default) at the top level of
+    `result`/`curves`; every other pooling's under `result.by_pooling`."""
+    for i, (pooling, part) in enumerate(zip(poolings, parts)):
+        if i == 0:
+            if pooling != "mean":
+                raise ValueError("the first pooling must be mean (the METRICS.md default)")
+            curves.update(part["curves"])
+            result.scalars.update(part["scalars"])
+            result.per_dimension.update(part["per_dimension"])
+            result.discriminative_dims = part["discriminative_dims"]
+            result.not_computed.update(part["not_computed"])
+        else:
+            result.by_pooling[pooling] = {k: _jsonify(v) for k, v in part.items()}
 
 
 def _proj_cloud(cloud: LayerStates) -> dict:

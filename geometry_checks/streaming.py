@@ -557,15 +557,7 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     if sentences.retrieval:
         curves.update(MS.maxsim(mini, sentences))
 
-    for i, (pooling, part) in enumerate(zip(poolings, parts)):
-        if i == 0:
-            curves.update(part["curves"])
-            result.scalars.update(part["scalars"])
-            result.per_dimension.update(part["per_dimension"])
-            result.discriminative_dims = part["discriminative_dims"]
-            result.not_computed.update(part["not_computed"])
-        else:
-            result.by_pooling[pooling] = {k: MS._jsonify(v) for k, v in part.items()}
+    MS.merge_pooled(result, curves, poolings, parts)
 
     if proj is not None:
         pi, pc = torch.nanmean(proj.intra, 1), proj.cross()
