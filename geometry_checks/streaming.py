@@ -71,9 +71,13 @@ def cpu_threads(n: int | None):
 def content_counts(loaded: C.LoadedModel, items: list[tuple[str, str]]) -> list[int]:
     """|C_s| of every (text, role), from a tokenizer-only pass (the same truncation as capture)."""
     texts = [C._model_text(loaded.spec, t, r) for t, r in items]
-    specials = set(C.special_ids(loaded))
-    ids = loaded.tokenizer(texts, add_special_tokens=True, truncation=True)["input_ids"]
-    return [sum(1 for i in seq if i not in specials) for seq in ids]
+    ids = loaded.tokenizer(texts, add_special_tokens=True, truncation=True, return_attention_mask=False)["input_ids"]
+    flat = torch.tensor([i for seq in ids for i in seq], dtype=torch.long)
+    content = ~torch.isin(flat, torch.tensor(C.special_ids(loaded), dtype=torch.long))
+    lengths = torch.tensor([len(seq) for seq in ids], dtype=torch.long)
+    ends = torch.cumsum(lengths, 0)
+    before = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(content.long(), 0)])  # content tokens before
+    return (before[ends] - before[ends - lengths]).tolist()
 
 
 # --------------------------------------------------------------------------- fast equivalents
@@ -126,11 +130,12 @@ def _pair_mean(unit_sums: torch.Tensor, self_dots: torch.Tensor, n: torch.Tensor
     return torch.where(n >= 2, out, torch.full_like(out, float("nan")))
 
 
-def _unit32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x / |x| with 0 where |x| <= EPS, |unit|^2) -- metrics._unit -- scaling x in place."""
-    r = torch.linalg.vector_norm(x, dim=-1)
+def _unit32(x: torch.Tensor, norms: torch.Tensor | None = None,
+            in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / |x| with 0 where |x| <= EPS, |unit|^2): metrics._unit. norms: |x| if known."""
+    r = torch.linalg.vector_norm(x, dim=-1) if norms is None else norms
     inv = torch.where(r > M.EPS, 1 / r.clamp_min(M.EPS), torch.zeros((), dtype=x.dtype, device=x.device))
-    return x.mul_(inv[..., None]), (r * inv) ** 2
+    return (x.mul_(inv[..., None]) if in_place else x * inv[..., None]), (r * inv) ** 2
 
 
 def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Tensor,
@@ -176,29 +181,34 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     m32 = out["means"].to(x.dtype)
 
     centred = x - m32[:, :, None, :]  # [P, B, T, H], float32 like metrics.within_scatter
-    dist = torch.linalg.vector_norm(centred, dim=-1)
+    if pc1_delta:  # |x_i - m_s| from the Gram matrix's diagonal, which pc1 needs anyway
+        gram = centred @ centred.transpose(-1, -2)  # [P, B, T, T]
+        dist = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
+    else:
+        dist = torch.linalg.vector_norm(centred, dim=-1)
     out["within"] = (dist * cw.squeeze(1)).sum(-1, dtype=acc) / nf
     norms = torch.linalg.vector_norm(x, dim=-1)  # [P, B, T]
     out["norm_sum"] = (norms * cw.squeeze(1)).sum((1, 2), dtype=acc)
     if pc1_delta:
-        out["pc1"] = _pc1(x, centred, cm, n, out["means"], norms)
+        out["pc1"] = _pc1(x, centred, gram, cm, n, out["means"], norms)
+        del gram
     del centred, dist
 
-    units, unit_sq = _unit32(x.clone())
+    units, unit_sq = _unit32(x, norms)
     out["unit_sums"] = torch.matmul(cw, units).squeeze(-2).to(acc)  # [P, B, H]
     out["intra"] = _pair_mean(out["unit_sums"], (unit_sq * cw.squeeze(1)).sum(-1, dtype=acc), nf)
     del units
     if pc1_delta:
-        steps, step_sq = _unit32(x[1:] - x[:-1])
+        steps, step_sq = _unit32(x[1:] - x[:-1], in_place=True)
         delta = _pair_mean(torch.matmul(cw, steps).squeeze(-2).to(acc), (step_sq * cw.squeeze(1)).sum(-1, dtype=acc), nf)
         out["delta"] = torch.cat([torch.full_like(delta[:1], float("nan")), delta])
     return out
 
 
-def _pc1(x, centred, cm, n, means, norms) -> torch.Tensor:
+def _pc1(x, centred, gram, cm, n, means, norms) -> torch.Tensor:
     acc = means.dtype
     pair = cm[:, :, None] & cm[:, None, :]  # [B, T, T]: the content rows and columns of the Gram matrix
-    gram = (centred @ centred.transpose(-1, -2)).masked_fill_(~pair, 0.0).to(acc)
+    gram = gram.masked_fill(~pair, 0.0).to(acc)
     values, vectors = torch.linalg.eigh(gram)  # ascending
     top = vectors[..., -1:].transpose(-1, -2).to(x.dtype)  # [P, B, 1, T]
     u = (top @ centred).squeeze(-2).to(acc)  # X^T v: [P, B, H], norm ~ the top singular value
@@ -214,6 +224,22 @@ def _pc1(x, centred, cm, n, means, norms) -> torch.Tensor:
     return torch.where(n >= 2, out, torch.full_like(out, float("nan")))
 
 
+def _top_components(centred: torch.Tensor, n_components: int = 2) -> torch.Tensor:
+    """The top principal directions [n, H] of centred [N, H] data, from the eigenvectors of
+    its covariance, with scikit-learn's sign convention (as metrics.pca_fit)."""
+    vecs = torch.linalg.eigh(centred.T @ centred)[1]  # ascending eigenvalues
+    comps = vecs[:, -n_components:].flip(-1).T  # largest first
+    signs = torch.sign(comps.gather(-1, comps.abs().argmax(-1, keepdim=True)))
+    return comps * signs
+
+
+def _centred(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - mean, mean) in float64 (float32 on MPS), as one new tensor."""
+    c = x.to(torch.float32 if x.device.type == "mps" else torch.float64, copy=True)
+    mean = c.mean(0)
+    return c.sub_(mean), mean
+
+
 def pca_fit(x: torch.Tensor, n_components: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """= metrics.pca_fit for one [N, H] matrix: (mean [H], components [n, H]) from the
     eigenvectors of the centred covariance, with scikit-learn's sign convention. With fewer
@@ -223,38 +249,40 @@ def pca_fit(x: torch.Tensor, n_components: int = 2) -> tuple[torch.Tensor, torch
         raise ValueError(f"n_components={n_components} needs N, H >= it (N={n}, H={h})")
     if n < h:
         return M.pca_fit(x, n_components)
-    x = x.to(torch.float32 if x.device.type == "mps" else torch.float64)
-    mean = x.mean(0)
-    centred = x - mean
-    vecs = torch.linalg.eigh(centred.T @ centred)[1]  # ascending eigenvalues
-    comps = vecs[:, -n_components:].flip(-1).T  # [n, H], largest first
-    signs = torch.sign(comps.gather(-1, comps.abs().argmax(-1, keepdim=True)))
-    return mean, comps * signs
+    centred, mean = _centred(x)
+    return mean, _top_components(centred, n_components)
 
 
 def trajectory_curves(tokens: torch.Tensor) -> dict:
-    """= metrics.fixed_pca_step, refit_pca_step and teleological_distance of tokens [P, N, H],
-    one depth's float64 copy at a time (the depth-0 and depth-L fits serve all three)."""
-    P = tokens.shape[0]
-    acc = torch.float32 if tokens.device.type == "mps" else torch.float64
-    first, last = pca_fit(tokens[0]), pca_fit(tokens[-1])
+    """= metrics.fixed_pca_step, refit_pca_step and teleological_distance of tokens [P, N, H].
+
+    Each depth is converted to float64 and centred once, one depth at a time (depths 0 and
+    L, whose fits serve all three metrics, stay): the projection of a token of depth d with
+    the fit (m_f, C_f) of depth f is (x - m_f) C_f = (x - m_d) C_f + (m_d - m_f) C_f."""
+    P, N, H = tokens.shape
+
+    def fit(d: int):
+        if N < H:  # few tokens: metrics.pca_fit's SVD is the cheaper one
+            mean, comps = M.pca_fit(tokens[d])
+            return tokens[d].to(mean.dtype) - mean, mean, comps
+        centred, mean = _centred(tokens[d])
+        return centred, mean, _top_components(centred)
+
+    ends = {0: fit(0), P - 1: fit(P - 1)}
+    (_, m0, first), (_, ml, last) = ends[0], ends[P - 1]
     fixed, refit, tele = [], [], []
     for d in range(P):
-        x = tokens[d].to(acc)
-        own = first if d == 0 else last if d == P - 1 else pca_fit(x)
-        use = (first, own, last)
-        comps = torch.cat([c for _, c in use])  # [6, H]
-        offset = torch.cat([mean @ c.T for mean, c in use])  # (x - mean) C^T = x C^T - mean C^T
-        proj = (x @ comps.T - offset).split(2, dim=-1)  # 3 x [N, 2]
-        del x
-        for out, p in zip((fixed, refit, tele), proj):
+        centred, mean, own = ends[d] if d in ends else fit(d)
+        base = centred @ torch.cat([first, own, last]).T  # [N, 6]: (x - m_d) C_f
+        shift = torch.cat([(mean - m0) @ first.T, torch.zeros_like(mean[:2]), (mean - ml) @ last.T])
+        for out, p in zip((fixed, refit, tele), (base + shift).split(2, dim=-1)):
             out.append(p)
+        del centred, base
 
     def steps(projections: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack([torch.linalg.vector_norm(b - a, dim=-1).mean()
-                            for a, b in pairwise(projections)])
+        return torch.stack([torch.linalg.vector_norm(b - a, dim=-1).mean() for a, b in pairwise(projections)])
 
-    nan = torch.full((1,), float("nan"), dtype=acc, device=tokens.device)
+    nan = torch.full((1,), float("nan"), dtype=fixed[0].dtype, device=tokens.device)
     return {
         "fixed_pca_step": torch.cat([nan, steps(fixed)]),
         "refit_pca_step": torch.cat([nan, steps(refit)]),
@@ -350,9 +378,9 @@ class _Sample:
         self.tokens: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor, content: torch.Tensor, slots: torch.Tensor) -> None:
-        if self.tokens is None:
-            self.tokens = torch.empty((x.shape[0], self.size, x.shape[-1]), dtype=torch.float32, device=x.device)
-        flat = x[:, content.to(device=x.device, dtype=torch.bool)]  # [P, n_batch, H], row-major (b, t)
+        if self.tokens is None:  # token-major [N, P, H]: a token's depths are one contiguous row
+            self.tokens = torch.empty((self.size, x.shape[0], x.shape[-1]), dtype=torch.float32, device=x.device)
+        flat = x.permute(1, 2, 0, 3)[content.to(device=x.device, dtype=torch.bool)]  # [n_batch, P, H], (b, t) order
         slots = slots.cpu()
         n = self.counts[slots]
         start = torch.repeat_interleave(self.offsets[slots], n)
@@ -361,10 +389,13 @@ class _Sample:
         if self.sampled:
             take = self.keep[glob]
             dest = self.rank[glob[take]]
-            take = take.to(x.device)
-            self.tokens[:, dest.to(x.device)] = flat[:, take].float()
+            self.tokens.index_copy_(0, dest.to(x.device), flat[take.to(x.device)].float())
         else:
-            self.tokens[:, glob.to(x.device)] = flat.float()
+            self.tokens.index_copy_(0, glob.to(x.device), flat.float())
+
+    def depth_major(self) -> torch.Tensor:
+        """The sample as [P, N, H] (a view)."""
+        return self.tokens.transpose(0, 1)
 
 
 def measure_streaming(
@@ -548,7 +579,7 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     cloud.pools = None  # before the PCA's temporaries
     if sample.size < 2:
         raise InputError(f"{sentences.name}: the PCA trajectory metrics need at least 2 content tokens in all")
-    curves.update(trajectory_curves(sample.tokens))
+    curves.update(trajectory_curves(sample.depth_major()))
     sample.tokens = None
     result.scalars["pca_tokens"] = sample.total
     if sample.sampled:

@@ -66,11 +66,11 @@ def minilm():
 
 
 def both(loaded, sentences, poolings=("mean",), batch_size=64, cap=ST.DEFAULT_MAX_PCA_TOKENS):
-    with warnings.catch_warnings():
+    # one thread throughout: metrics.py's per-sentence SVDs and a busy 2-core CI runner (docs/performance.md)
+    with warnings.catch_warnings(), ST.cpu_threads(1):
         warnings.simplefilter("ignore")
         states = C.capture(loaded, sentences, batch_size)
-        with ST.cpu_threads(1):  # metrics.py's per-sentence SVDs: see docs/performance.md
-            memory = measure(states, sentences, poolings, max_pca_tokens=cap).to_json()
+        memory = measure(states, sentences, poolings, max_pca_tokens=cap).to_json()
         streamed = ST.measure_streaming(loaded, sentences, poolings, batch_size, max_pca_tokens=cap).to_json()
     return memory, streamed
 
