@@ -148,3 +148,84 @@ def test_class_mask_errors_say_what_is_wrong():
     with pytest.raises(ValueError) as info:
         M.class_pair_shares(states, content, a, a & False)
     assert str(info.value) == "class_pair_shares: the masks must split the content mask"
+
+
+# --------------------------------------------------------------------------- dtypes, per dimension, PCA
+
+
+def _float32_batch():
+    g = torch.Generator().manual_seed(1)
+    states = torch.randn(3, 4, 6, 5, generator=g)  # [P, S, T, H] float32
+    attn = torch.ones(4, 6, dtype=torch.bool)
+    attn[1, 4:] = False
+    content = attn.clone()
+    content[:, 0] = False
+    return states, attn, content
+
+
+def _float_outputs():
+    states, attn, content = _float32_batch()
+    pools = M.mean_pool(states, attn)
+    tokens = M.content_tokens(states, content)
+    cw = content.clone()
+    cw[:, 1] = False
+    yield "intra_sentence_cosine", M.intra_sentence_cosine(states, content)
+    yield "cross_sentence_cosine", M.cross_sentence_cosine(states, content)
+    yield "separability_ratio", M.separability_ratio(states, content)
+    yield "token_norm", M.token_norm(states, content)
+    yield "pc1_mean_cosine", M.pc1_mean_cosine(states, content)
+    yield "delta_coherence", M.delta_coherence(states, content)
+    yield "mean_pool", pools
+    yield "cls_mean_alignment", M.cls_mean_alignment(states, attn)
+    yield "meanpool_drift", M.meanpool_drift(pools)
+    yield "pair_cosine", M.pair_cosine(pools[:, 0], pools[:, 1])
+    yield "band_cosine", M.band_cosine(pools[:, 0], pools[:, 1], 0, 3)
+    yield "late_write_fraction", torch.as_tensor(M.late_write_fraction(pools))
+    yield "dim_correlation", M.dim_correlation(pools)
+    yield "pca_fit", M.pca_fit(tokens[0])[1]
+    yield "fixed_pca_step", M.fixed_pca_step(tokens)
+    yield "refit_pca_step", M.refit_pca_step(tokens)
+    yield "teleological_distance", M.teleological_distance(tokens)
+    yield "class_pair_cosine_per_sentence", M.class_pair_cosine_per_sentence(states, cw)
+    yield "intra_class_cosine", M.intra_class_cosine(states, cw)[0]
+    yield "pair_cosine_all", M.pair_cosine_all(pools)
+
+
+@pytest.mark.parametrize(("name", "value"), list(_float_outputs()), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_metric_returns_float64_from_float32_states(name, value):
+    """The module's contract: sums and every returned float are float64 (on CPU)."""
+    assert value.dtype == torch.float64, name
+
+
+def test_write_metrics_need_two_depths():
+    with pytest.raises(ValueError) as info:
+        M.write_depth(torch.zeros(1, 3, 4))
+    assert str(info.value) == "per-dimension write metrics need L >= 1 (P >= 2 depths)"
+
+
+@pytest.mark.parametrize("side", [0, -1], ids=["constant-at-depth-0", "constant-at-depth-L"])
+def test_dim_correlation_is_nan_for_a_constant_dimension_despite_rounding(side):
+    """0.1 seven times has a mean that is not exactly 0.1: r would be 1e-17, not NaN."""
+    g = torch.Generator().manual_seed(0)
+    pools = torch.randn(2, 7, 3, generator=g, dtype=torch.float64)
+    pools[side, :, 0] = 0.1
+    r = M.dim_correlation(pools)
+    assert torch.isnan(r[0]) and not torch.isnan(r[1:]).any()
+
+
+def test_dim_correlation_of_exact_linear_relations_is_within_minus_one_one():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 400, generator=g, dtype=torch.float64)
+    r_up = M.dim_correlation(torch.stack([x, 3 * x + 1]))
+    r_down = M.dim_correlation(torch.stack([x, -3 * x + 1]))
+    assert r_up.max() <= 1.0 and r_down.min() >= -1.0
+    assert r_up.min() == pytest.approx(1.0) and r_down.max() == pytest.approx(-1.0)
+
+
+def test_pca_fit_takes_one_component_and_rejects_too_many():
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mean, comps = M.pca_fit(x, 1)
+    assert comps.shape == (1, 4)
+    with pytest.raises(ValueError) as info:
+        M.pca_fit(x, 5)
+    assert str(info.value) == "n_components=5 needs N, H >= it (N=6, H=4)"
