@@ -354,6 +354,9 @@ def test_recall_monotone_in_k(r):
     for lo, hi in zip(recalls, recalls[1:]):
         assert (lo <= hi).all()
     assert (recalls[-1] == 1).all()  # k = N: every candidate is in the top k
+    q = queries.shape[1]
+    for rec in recalls:  # hits / queries as one division: the same float on every device
+        assert torch.equal(rec, torch.round(rec * q) / q)
     if (in_pool >= 0).all():
         assert (recalls[-2] == 1).all()  # the query's own text is never a candidate: N - 1 of them
 
