@@ -43,6 +43,9 @@ def _isolated_env(tmp_path: Path) -> dict:
     env = dict(os.environ)
     env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: mxbai and colbert are absent
     env["HF_HUB_OFFLINE"] = "1"
+    # the child imports this checkout's geometry_checks, installed or not
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
     return env
 
 
