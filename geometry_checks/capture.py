@@ -514,20 +514,29 @@ def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool):
     return states, mid, proj
 
 
+def token_ids(loaded: LoadedModel, items: list[tuple[str, str]]) -> list[list[int]]:
+    """The input ids of every (text, role), special tokens included, truncated as capture
+    truncates: what iter_batches sorts by, and (streaming) the content-token counts."""
+    texts = [_model_text(loaded.spec, t, r) for t, r in items]
+    return loaded.tokenizer(texts, add_special_tokens=True, truncation=True, return_attention_mask=False)["input_ids"]
+
+
 def iter_batches(
     loaded: LoadedModel,
     items: list[tuple[str, str]],
     batch_size: int = 64,
     method: str = "auto",
     sublayers: bool = False,
+    ids: list[list[int]] | None = None,
 ) -> Iterator[tuple[list[int], LayerStates]]:
     """Capture `items` (text, role) in length-sorted batches; yields (original indices, states).
 
     Sorting by token count cuts padding; each yielded LayerStates is padded to its own batch.
+    ids: token_ids(loaded, items), if the caller has them already (one tokenizer pass fewer).
     """
     spec, tok = loaded.spec, loaded.tokenizer
     model_texts = [_model_text(spec, t, r) for t, r in items]
-    lengths = [len(ids) for ids in tok(model_texts, add_special_tokens=True)["input_ids"]]
+    lengths = [len(x) for x in (token_ids(loaded, items) if ids is None else ids)]
     order = sorted(range(len(items)), key=lambda i: (lengths[i], i))
     specials = torch.tensor(special_ids(loaded))
     bar = _progress(len(order), spec.name)  # issue 4: None unless stderr is a terminal

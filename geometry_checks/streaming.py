@@ -68,10 +68,8 @@ def cpu_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def content_counts(loaded: C.LoadedModel, items: list[tuple[str, str]]) -> list[int]:
-    """|C_s| of every (text, role), from a tokenizer-only pass (the same truncation as capture)."""
-    texts = [C._model_text(loaded.spec, t, r) for t, r in items]
-    ids = loaded.tokenizer(texts, add_special_tokens=True, truncation=True, return_attention_mask=False)["input_ids"]
+def content_counts(loaded: C.LoadedModel, ids: list[list[int]]) -> list[int]:
+    """|C_s| of every text from its token ids (capture.token_ids: the same truncation as capture)."""
     flat = torch.tensor([i for seq in ids for i in seq], dtype=torch.long)
     content = ~torch.isin(flat, torch.tensor(C.special_ids(loaded), dtype=torch.long))
     lengths = torch.tensor([len(seq) for seq in ids], dtype=torch.long)
@@ -406,7 +404,7 @@ def measure_streaming(
     max_pca_tokens: int | None = DEFAULT_MAX_PCA_TOKENS,
     seed: int = PCA_SEED,
     method: str = "auto",
-    metric_threads: int | None = 1,
+    metric_threads: int | None = None,
 ) -> Measurement:
     """Every METRICS.md metric of `sentences`, one batch at a time (see the module docstring).
 
@@ -418,7 +416,8 @@ def measure_streaming(
     poolings = tuple(dict.fromkeys(poolings))
     items = C.texts_of(sentences)
     item_of = {key: i for i, key in enumerate(items)}
-    counts = content_counts(loaded, items)
+    ids = C.token_ids(loaded, items)  # one tokenizer pass: the counts and capture's length sort
+    counts = content_counts(loaded, ids)
     for (text, _), n in zip(items, counts):
         if n == 0:
             raise InputError(f"sentence {text!r} has no content token (only special tokens)")
@@ -438,7 +437,7 @@ def measure_streaming(
     cloud = proj = None
     prov = {**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256}
 
-    for rows, batch in C.iter_batches(loaded, items, batch_size, method):
+    for rows, batch in C.iter_batches(loaded, items, batch_size, method, ids=ids):
         with cpu_threads(metric_threads if loaded.device.type == "cpu" else None):
             got = batch.content.sum(1).tolist()
             if got != [counts[i] for i in rows]:  # pragma: no cover - tokenizer and capture disagree
