@@ -102,11 +102,12 @@ def timed(fn, loaded, sentences, repeat: int) -> dict:
 def compare_states(cpu: C.LayerStates, dev: C.LayerStates) -> list[tuple[int, float, float]]:
     """(depth, max |cpu - dev|, max |cpu|) over real (unpadded) tokens."""
     real = cpu.attn[:, :, None]  # [N, T, 1]
+    zero = torch.zeros(())
     rows = []
     for d in range(cpu.states.shape[0]):
         a = cpu.states[d]
-        diff = ((a - dev.states[d].cpu()).abs() * real).amax().item()
-        rows.append((d, diff, (a.abs() * real).amax().item()))
+        diff = torch.where(real, (a - dev.states[d].cpu()).abs(), zero).amax().item()
+        rows.append((d, diff, torch.where(real, a.abs(), zero).amax().item()))
     return rows
 
 
