@@ -39,6 +39,16 @@ class Timeout(BaseException):
     pass
 
 
+def forget_test_modules() -> None:
+    """Drop the modules imported from mutants/tests and mutants/conftest.py, so that the next
+    pytest.main imports them again: their module-level code (parametrize values computed by
+    calling the metrics) must run under the current mutant, not the first one."""
+    roots = (str(MUTANTS / "tests") + os.sep, str(MUTANTS / "conftest.py"))
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(roots):
+            del sys.modules[name]
+
+
 def mutmut_statuses() -> dict[str, str]:
     out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
@@ -64,13 +74,21 @@ def run_shard(names: list[str], out: Path, timeout: int) -> None:
     sys.path.insert(0, str(MUTANTS))
     args = pytest_args()
 
+    timed_out = False
+
     def alarm(signum, frame):
+        # pytest reports an exception raised inside a test as that test's failure (exit 1):
+        # remember the timeout here so that it is not counted as a kill.
+        nonlocal timed_out
+        timed_out = True
         raise Timeout
 
     signal.signal(signal.SIGALRM, alarm)
     with open(out, "w") as handle:
         for name in names:
             os.environ["MUTANT_UNDER_TEST"] = name
+            forget_test_modules()
+            timed_out = False
             start = time.time()
             signal.alarm(timeout)
             try:
@@ -80,7 +98,7 @@ def run_shard(names: list[str], out: Path, timeout: int) -> None:
                         code = int(pytest.main(list(args)))
                     finally:
                         sys.stdout = stdout
-                status = {0: "survived", 1: "killed"}.get(code, f"error {code}")
+                status = "timeout" if timed_out else {0: "survived", 1: "killed"}.get(code, f"error {code}")
             except Timeout:
                 status = "timeout"
             finally:
