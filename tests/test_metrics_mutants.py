@@ -229,3 +229,17 @@ def test_pca_fit_takes_one_component_and_rejects_too_many():
     with pytest.raises(ValueError) as info:
         M.pca_fit(x, 5)
     assert str(info.value) == "n_components=5 needs N, H >= it (N=6, H=4)"
+
+
+# --------------------------------------------------------------------------- token cloud
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_pc1_no_scatter_threshold_is_relative_to_the_token_norm(scale):
+    """pc1_mean_cosine is scale-invariant, its NaN included: tokens 1e-13 of their norm apart
+    have no scatter direction (NaN) at every scale, tokens 1e-6 apart have one."""
+    content = torch.tensor([[True, True]])
+    flat = torch.tensor([[[[1.0, 0.0], [1.0, 1e-13]]]], dtype=torch.float64) * scale
+    spread = torch.tensor([[[[1.0, 0.0], [1.0, 1e-6]]]], dtype=torch.float64) * scale
+    assert torch.isnan(M.pc1_mean_cosine_per_sentence(flat, content)).all()
+    assert not torch.isnan(M.pc1_mean_cosine_per_sentence(spread, content)).any()
