@@ -113,6 +113,14 @@ def test_discriminative_dims_ties_keep_the_lower_index_first():
     assert dims.tolist() == [1, 3, 5, 7, 9]
 
 
+def test_cosine_stays_within_minus_one_one_despite_rounding():
+    """(1, 1, 1) / |(1, 1, 1)| dotted with itself is 1.0000000000000002 in float64: the
+    documented clamp keeps cos(v, v) at 1 and cos(v, -v) at -1."""
+    v = torch.ones(3, dtype=torch.float64)
+    assert M.cosine(v, v).item() == 1.0
+    assert M.cosine(v, -v).item() == -1.0
+
+
 def test_pair_cosine_all_is_float64():
     out = M.pair_cosine_all(torch.randn(2, 4, 3))
     assert out.dtype == torch.float64
