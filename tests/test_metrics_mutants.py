@@ -242,6 +242,15 @@ def test_pca_fit_takes_one_component_and_rejects_too_many():
 # --------------------------------------------------------------------------- token cloud
 
 
+def test_a_0_1_mask_of_another_dtype_means_the_same_as_the_bool_mask():
+    """Masks are read as truth values (normalised to bool): an int64 or uint8 0/1 mask, as a
+    tokenizer's attention_mask comes, gives the bool mask's results."""
+    states, attn, content = _float32_batch()
+    for dtype in (torch.int64, torch.uint8):
+        assert torch.equal(M.mean_pool(states, attn.to(dtype)), M.mean_pool(states, attn))
+        assert torch.equal(M.intra_sentence_cosine(states, content.to(dtype)), M.intra_sentence_cosine(states, content))
+        assert torch.equal(M.token_norm(states, content.to(dtype)), M.token_norm(states, content))
+
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 def test_pc1_no_scatter_threshold_is_relative_to_the_token_norm(scale):
     """pc1_mean_cosine is scale-invariant, its NaN included: tokens 1e-13 of their norm apart
