@@ -121,6 +121,15 @@ def test_cosine_stays_within_minus_one_one_despite_rounding():
     assert M.cosine(v, -v).item() == -1.0
 
 
+def test_cosine_of_float32_inputs_is_their_float64_cosine():
+    """Both operands are upcast before normalising: the result equals the float64 cosine of
+    the same (exactly representable) values, in either argument order."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
+    want = M.cosine(a.double(), b.double())
+    assert torch.equal(M.cosine(a, b), want) and torch.equal(M.cosine(b, a), want)
+
+
 def test_pair_cosine_all_is_float64():
     out = M.pair_cosine_all(torch.randn(2, 4, 3))
     assert out.dtype == torch.float64
