@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -112,11 +113,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all", action="store_true", help="re-check every mutant, killed ones too")
     ap.add_argument("--shards", type=int, default=1, help="processes in parallel")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per mutant")
+    ap.add_argument("--shuffle", type=int, metavar="SEED",
+                    help="check the mutants in a seeded random order (stopped early: an unbiased sample)")
+    ap.add_argument("--tally", action="store_true", help="only tally what the shards have written so far")
     ap.add_argument("--shard-of", nargs=3, metavar=("I", "N", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    if args.tally:  # a run that was stopped: what its shards wrote so far
+        rows = [json.loads(line) for out in sorted(MUTANTS.glob("mutation_check.*.jsonl"))
+                for line in out.read_text().splitlines()]
+        tally = {}
+        for row in rows:
+            tally[row["status"]] = tally.get(row["status"], 0) + 1
+        n, killed = len(rows), tally.get("killed", 0)
+        print(json.dumps(tally, sort_keys=True))
+        if n:
+            half = 1.96 * (killed / n * (1 - killed / n) / n) ** 0.5  # normal approximation
+            print(f"killed {killed} of {n} checked ({100 * killed / n:.1f}% +- {100 * half:.1f} points, 95%)")
+        for row in sorted(rows, key=lambda r: r["name"]):
+            if row["status"] != "killed":
+                print(f"{row['status']}: {row['name']}")
+        return 0
     statuses = mutmut_statuses()
     todo = sorted(n for n, s in statuses.items() if args.all or s in RECHECK)
+    if args.shuffle is not None:  # a partial run is then a uniform random sample of the mutants
+        random.Random(args.shuffle).shuffle(todo)
     if args.shard_of:
         i, n, out = int(args.shard_of[0]), int(args.shard_of[1]), Path(args.shard_of[2])
         run_shard(todo[i::n], out, args.timeout)
@@ -131,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     outs = [MUTANTS / f"mutation_check.{i}.jsonl" for i in range(args.shards)]
     procs = [subprocess.Popen([sys.executable, __file__, *(["--all"] if args.all else []),
+                               *(["--shuffle", str(args.shuffle)] if args.shuffle is not None else []),
                                "--timeout", str(args.timeout), "--shard-of", str(i), str(args.shards), str(out)],
                               env=env, cwd=ROOT) for i, out in enumerate(outs)]
     for proc in procs:
