@@ -57,6 +57,14 @@ def test_recall_ranks_by_float64_cosines():
     assert M.recall_at_k(query, pool, torch.tensor([1]), torch.tensor([-1]), 1).tolist() == [1.0]
 
 
+
+def test_recall_texts_parallel_to_the_query_tie_at_cos_1():
+    """Texts parallel to the query all score cos 1 (clamped: (1, 1, 1) with itself rounds to
+    1.0000000000000002, 3 (1, 1, 1) to 1.0), so they tie and pool order ranks them."""
+    query = torch.tensor([[[1.0, 1.0, 1.0]]], dtype=torch.float64)
+    pool = torch.tensor([[[3.0, 3.0, 3.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]], dtype=torch.float64)
+    assert M.recall_at_k(query, pool, torch.tensor([0]), torch.tensor([-1]), 1).tolist() == [1.0]
+
 # --------------------------------------------------------------------------- maxsim
 
 
@@ -128,6 +136,12 @@ def test_cosine_of_float32_inputs_is_their_float64_cosine():
     a, b = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
     want = M.cosine(a.double(), b.double())
     assert torch.equal(M.cosine(a, b), want) and torch.equal(M.cosine(b, a), want)
+
+
+def test_dim_correlation_of_float32_pools_is_float64():
+    """Returned floats are float64 (the contract test above feeds it mean_pool's float64 pools)."""
+    pools = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    assert M.dim_correlation(pools).dtype == torch.float64
 
 
 def test_pair_cosine_all_is_float64():
