@@ -283,3 +283,13 @@ def test_pc1_no_scatter_threshold_is_relative_to_the_token_norm(scale):
     spread = torch.tensor([[[[1.0, 0.0], [1.0, 1e-6]]]], dtype=torch.float64) * scale
     assert torch.isnan(M.pc1_mean_cosine_per_sentence(flat, content)).all()
     assert not torch.isnan(M.pc1_mean_cosine_per_sentence(spread, content)).any()
+
+
+def test_pc1_no_scatter_decision_depends_on_the_sentence_alone():
+    """A sentence 1e-10 wide at norm 1 has a scatter direction, next to a sentence of norm 1e4
+    as much as alone: the threshold scales with its own largest token norm."""
+    content = torch.ones(2, 2, dtype=torch.bool)
+    states = torch.tensor([[[[1.0, 0.0], [1.0, 1e-10]], [[1e4, 0.0], [0.0, 1e4]]]], dtype=torch.float64)
+    alone = M.pc1_mean_cosine_per_sentence(states[:, :1], content[:1])
+    together = M.pc1_mean_cosine_per_sentence(states, content)
+    assert not torch.isnan(alone).any() and torch.equal(together[:, :1], alone)
