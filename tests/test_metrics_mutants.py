@@ -234,6 +234,13 @@ def test_write_metrics_need_two_depths():
     assert str(info.value) == "per-dimension write metrics need L >= 1 (P >= 2 depths)"
 
 
+
+def test_write_depth_compares_the_steps_of_float32_pools_in_float64():
+    """Depth 1 moves 1 - 2^-30 (float32 arithmetic rounds it to 1, a tie the first depth would
+    win), depth 2 moves 1: the larger step, at depth 2, is the write depth."""
+    pools = torch.tensor([[[2.0 ** -30]], [[1.0]], [[2.0]]])  # [P=3, S=1, H=1] float32
+    assert M.write_depth(pools).tolist() == [2]
+
 @pytest.mark.parametrize("side", [0, -1], ids=["constant-at-depth-0", "constant-at-depth-L"])
 def test_dim_correlation_is_nan_for_a_constant_dimension_despite_rounding(side):
     """0.1 seven times has a mean that is not exactly 0.1: r would be 1e-17, not NaN."""
@@ -261,6 +268,13 @@ def test_pca_fit_takes_one_component_and_rejects_too_many():
         M.pca_fit(x, 5)
     assert str(info.value) == "n_components=5 needs N, H >= it (N=6, H=4)"
 
+
+
+def test_mean_pool_names_the_sentences_with_an_empty_attention_mask():
+    attn = torch.tensor([[True, False], [False, False], [True, True], [False, False]])
+    with pytest.raises(ValueError) as info:
+        M.mean_pool(torch.ones(1, 4, 2, 3), attn)
+    assert str(info.value) == "sentences [1, 3] have an empty attention mask"
 
 # --------------------------------------------------------------------------- token cloud
 
