@@ -207,6 +207,7 @@ def _float_outputs():
     yield "pc1_mean_cosine", M.pc1_mean_cosine(states, content)
     yield "delta_coherence", M.delta_coherence(states, content)
     yield "mean_pool", pools
+    yield "cls_pool", M.cls_pool(states)
     yield "cls_mean_alignment", M.cls_mean_alignment(states, attn)
     yield "meanpool_drift", M.meanpool_drift(pools)
     yield "pair_cosine", M.pair_cosine(pools[:, 0], pools[:, 1])
