@@ -308,3 +308,14 @@ def test_pc1_no_scatter_decision_depends_on_the_sentence_alone():
     alone = M.pc1_mean_cosine_per_sentence(states[:, :1], content[:1])
     together = M.pc1_mean_cosine_per_sentence(states, content)
     assert not torch.isnan(alone).any() and torch.equal(together[:, :1], alone)
+
+
+@pytest.mark.parametrize(("top_singular_value", "nan"), [(999.5, True), (1000.5, False)])
+def test_pc1_no_scatter_threshold_is_1000_eps_times_the_token_norm(top_singular_value, nan):
+    """Two tokens of norm 1, d apart: the centred top singular value is d / sqrt(2). The
+    documented cut (NaN if <= 1000 eps times the largest token norm) falls between 999.5 eps
+    and 1000.5 eps."""
+    d = top_singular_value * torch.finfo(torch.float64).eps * 2 ** 0.5
+    states = torch.tensor([[[[1.0, 0.0], [1.0, d]]]], dtype=torch.float64)
+    out = M.pc1_mean_cosine_per_sentence(states, torch.tensor([[True, True]]))
+    assert bool(torch.isnan(out).all()) is nan
