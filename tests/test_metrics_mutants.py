@@ -319,3 +319,11 @@ def test_pc1_no_scatter_threshold_is_1000_eps_times_the_token_norm(top_singular_
     states = torch.tensor([[[[1.0, 0.0], [1.0, d]]]], dtype=torch.float64)
     out = M.pc1_mean_cosine_per_sentence(states, torch.tensor([[True, True]]))
     assert bool(torch.isnan(out).all()) is nan
+
+
+def test_pc1_of_all_zero_tokens_is_nan():
+    """Zero vectors have no scatter direction (singular value 0 <= the cut 0): NaN, not the
+    cosine 0 a zero mean would give."""
+    states = torch.zeros(2, 1, 3, 4, dtype=torch.float64)
+    out = M.pc1_mean_cosine_per_sentence(states, torch.tensor([[True, True, True]]))
+    assert torch.isnan(out).all()
