@@ -65,6 +65,14 @@ def test_recall_texts_parallel_to_the_query_tie_at_cos_1():
     pool = torch.tensor([[[3.0, 3.0, 3.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]]], dtype=torch.float64)
     assert M.recall_at_k(query, pool, torch.tensor([0]), torch.tensor([-1]), 1).tolist() == [1.0]
 
+
+def test_recall_texts_opposite_to_the_query_tie_at_cos_minus_1():
+    """The same at the other end: -(1, 1, 1) and -3 (1, 1, 1) both score cos -1 (clamped), so
+    pool order puts text 0 ahead of the positive, text 1."""
+    query = torch.tensor([[[1.0, 1.0, 1.0]]], dtype=torch.float64)
+    pool = torch.tensor([[[-1.0, -1.0, -1.0], [-3.0, -3.0, -3.0]]], dtype=torch.float64)
+    assert M.recall_at_k(query, pool, torch.tensor([1]), torch.tensor([-1]), 1).tolist() == [0.0]
+
 # --------------------------------------------------------------------------- maxsim
 
 
