@@ -335,3 +335,12 @@ def test_pc1_of_all_zero_tokens_is_nan():
     states = torch.zeros(2, 1, 3, 4, dtype=torch.float64)
     out = M.pc1_mean_cosine_per_sentence(states, torch.tensor([[True, True, True]]))
     assert torch.isnan(out).all()
+
+
+def test_intra_cosine_of_a_long_sentence_counts_its_pairs_exactly():
+    """6,002 identical tokens: 18,009,001 pairs, each cos 1. The count is exact in float64
+    (not in float32), so the mean is exactly 1 (long sentences: jina-colbert-v2 takes 8,192 tokens)."""
+    states = torch.zeros(1, 1, 6002, 2)
+    states[..., 0] = 1.0
+    out = M.intra_sentence_cosine(states, torch.ones(1, 6002, dtype=torch.bool))
+    assert out.tolist() == [1.0]
