@@ -50,6 +50,14 @@ def test_recall_accepts_int32_indices():
     assert torch.equal(got, want)
 
 
+def test_recall_accepts_int16_indices():
+    """Indices of any integer dtype are made int64 (gather takes only int32/int64)."""
+    want = M.maxsim_recall_at_k(_scores(), torch.tensor([3, 2]), torch.tensor([-1, 3]), 1)
+    got = M.maxsim_recall_at_k(_scores(), torch.tensor([3, 2], dtype=torch.int16),
+                               torch.tensor([-1, 3], dtype=torch.int16), 1)
+    assert torch.equal(got, want)
+
+
 def test_recall_ranks_by_float64_cosines():
     """cos 1 - 5e-11 vs 1: a tie in float32 (pool order would put text 0 first), not in float64."""
     query = torch.tensor([[[1.0, 0.0]]])
