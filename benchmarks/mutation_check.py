@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=int, default=120, help="seconds per mutant")
     ap.add_argument("--shuffle", type=int, metavar="SEED",
                     help="check the mutants in a seeded random order (stopped early: an unbiased sample)")
+    ap.add_argument("--names", metavar="FILE", help="check only the mutants named in FILE (one per line, "
+                    "'status: name' lines too); with --all")
     ap.add_argument("--tally", action="store_true", help="only tally what the shards have written so far")
     ap.add_argument("--shard-of", nargs=3, metavar=("I", "N", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     statuses = mutmut_statuses()
     todo = sorted(n for n, s in statuses.items() if args.all or s in RECHECK)
+    if args.names:  # e.g. the survivors and timeouts of an earlier run's output
+        wanted = {line.split(": ")[-1].strip() for line in Path(args.names).read_text().splitlines()}
+        todo = [n for n in todo if n in wanted]
     if args.shuffle is not None:  # a partial run is then a uniform random sample of the mutants
         random.Random(args.shuffle).shuffle(todo)
     if args.shard_of:
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     outs = [MUTANTS / f"mutation_check.{i}.jsonl" for i in range(args.shards)]
     procs = [subprocess.Popen([sys.executable, __file__, *(["--all"] if args.all else []),
                                *(["--shuffle", str(args.shuffle)] if args.shuffle is not None else []),
+                               *(["--names", args.names] if args.names else []),
                                "--timeout", str(args.timeout), "--shard-of", str(i), str(args.shards), str(out)],
                               env=env, cwd=ROOT) for i, out in enumerate(outs)]
     for proc in procs:
