@@ -38,27 +38,34 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 
-def floor(sentences: str, model: str, batch_size: int, device: str) -> None:
-    """(a): load + one length-sorted batched forward with all hidden states; nothing else."""
+def forward_pass(loaded, sentences, batch_size: int) -> None:
+    """The floor's work: one length-sorted batched forward with all hidden states, nothing kept."""
     import torch
 
     from geometry_checks import capture as C
-    from geometry_checks.sentences import load_sentence_set
 
-    loaded = C.load(C.resolve(model), device)
-    items = C.texts_of(load_sentence_set(sentences))
+    items = C.texts_of(sentences)
     texts = [C._model_text(loaded.spec, t, r) for t, r in items]
-    tok = loaded.tokenizer
-    lengths = [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]]
+    lengths = [len(ids) for ids in C.token_ids(loaded, items)]
     order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+    tok = loaded.tokenizer
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             enc = tok([texts[i] for i in order[start : start + batch_size]], padding=True, truncation=True,
                       return_tensors="pt")
             out = loaded.model(**{k: v.to(loaded.device) for k, v in enc.items()}, output_hidden_states=True)
             assert len(out.hidden_states) == loaded.spec.layers + 1
+            del out
     if loaded.device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(loaded.device)
+
+
+def floor(sentences: str, model: str, batch_size: int, device: str) -> None:
+    """(a): load + forward_pass; nothing else."""
+    from geometry_checks import capture as C
+    from geometry_checks.sentences import load_sentence_set
+
+    forward_pass(C.load(C.resolve(model), device), load_sentence_set(sentences), batch_size)
 
 
 def run(cmd: list[str], env: dict) -> dict:

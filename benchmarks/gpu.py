@@ -43,6 +43,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from bench import forward_pass, sentence_file  # noqa: E402
 from geometry_checks import capture as C  # noqa: E402
 from geometry_checks import metrics as M  # noqa: E402
 from geometry_checks.lab import DEFAULT_SENTENCES  # noqa: E402
@@ -60,18 +61,8 @@ def sync(device: torch.device) -> None:
 
 
 def forward_only(loaded: C.LoadedModel, sentences) -> None:
-    """(a): length-sorted batches, one forward each with all hidden states, nothing kept."""
-    texts = [C._model_text(loaded.spec, t, r) for t, r in C.texts_of(sentences)]
-    tok = loaded.tokenizer
-    lengths = [len(ids) for ids in tok(texts, add_special_tokens=True)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
-    with torch.inference_mode():
-        for start in range(0, len(order), BATCH):
-            enc = tok([texts[i] for i in order[start : start + BATCH]], padding=True, truncation=True,
-                      return_tensors="pt")
-            out = loaded.model(**{k: v.to(loaded.device) for k, v in enc.items()}, output_hidden_states=True)
-            del out
-    sync(loaded.device)
+    """(a): bench.py's floor in this process: length-sorted batches, all hidden states, nothing kept."""
+    forward_pass(loaded, sentences, BATCH)
 
 
 def streaming(loaded, sentences) -> None:
@@ -158,12 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     BATCH = args.batch_size
     warnings.simplefilter("ignore")
-    from gen_sentences import sentence_file as generated
-
-    def sentence_file(n: int, directory: Path) -> Path:
-        path = directory / f"gen{n}.json"
-        path.write_text(json.dumps(generated(n)))
-        return path
 
     ref = C.resolve(args.model, {args.model: args.model_path} if args.model_path else None)
     dev = C.load(ref, args.device)

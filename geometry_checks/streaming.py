@@ -238,19 +238,6 @@ def _centred(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return c.sub_(mean), mean
 
 
-def pca_fit(x: torch.Tensor, n_components: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    """= metrics.pca_fit for one [N, H] matrix: (mean [H], components [n, H]) from the
-    eigenvectors of the centred covariance, with scikit-learn's sign convention. With fewer
-    tokens than dimensions (N < H) the SVD of the data is the cheaper one: metrics.pca_fit."""
-    n, h = x.shape
-    if not 1 <= n_components <= min(n, h):
-        raise ValueError(f"n_components={n_components} needs N, H >= it (N={n}, H={h})")
-    if n < h:
-        return M.pca_fit(x, n_components)
-    centred, mean = _centred(x)
-    return mean, _top_components(centred, n_components)
-
-
 def trajectory_curves(tokens: torch.Tensor) -> dict:
     """= metrics.fixed_pca_step, refit_pca_step and teleological_distance of tokens [P, N, H].
 

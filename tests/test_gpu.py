@@ -51,19 +51,23 @@ def on_cuda():
         return C.load(C.resolve("minilm"), "cuda")
 
 
-def test_capture_on_cuda_equals_capture_on_cpu(on_cuda, core):
+@pytest.fixture(scope="module")
+def cuda_states(on_cuda, core):
+    return C.capture(on_cuda, core)
+
+
+def test_capture_on_cuda_equals_capture_on_cpu(cuda_states, core):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cpu = C.capture(C.load(C.resolve("minilm"), "cpu"), core)
-    rows = compare_states(cpu, C.capture(on_cuda, core))
+    rows = compare_states(cpu, cuda_states)
     bad = [f"depth {d}: {diff:.3g} (max |x| {big:.3g})" for d, diff, big in rows if diff > 1e-4 + 1e-4 * big]
     assert not bad, "CUDA and CPU states differ: " + "; ".join(bad)
 
 
-def test_states_and_metrics_stay_on_cuda(on_cuda, core):
-    states = C.capture(on_cuda, core)
-    assert states.states.device.type == "cuda"
-    off = [name for name, device in device_outputs(states) if device != "cuda"]
+def test_states_and_metrics_stay_on_cuda(cuda_states):
+    assert cuda_states.states.device.type == "cuda"
+    off = [name for name, device in device_outputs(cuda_states) if device != "cuda"]
     assert not off, f"metric outputs moved off the GPU: {off}"
 
 
