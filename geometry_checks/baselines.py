@@ -37,12 +37,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .claims import BASELINES, PUBLISHED
+from .claims import PUBLISHED
 from .errors import InputError
 from .measure import Measurement
+from .paths import BASELINES, RECORDED
 
 SCHEMA = 1
-RECORDED = BASELINES / "recorded"
 REGENERATE = "pytest -m {marker} --update-baselines"
 
 # Per-metric (atol, rtol), first match by prefix wins; a measured value passes when

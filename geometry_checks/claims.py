@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import InputError
+from .paths import PUBLISHED
 from .measure import Measurement
-
-BASELINES = Path(__file__).resolve().parent.parent / "baselines"
-PUBLISHED = BASELINES / "published"
 
 
 @dataclass(frozen=True)

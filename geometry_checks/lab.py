@@ -12,10 +12,9 @@ from . import cache as K
 from . import capture as C
 from .errors import InputError
 from .measure import Measurement, measure
+from .paths import DEFAULT_SENTENCES
 from .sentences import SentenceSet, load_sentence_set
 from .streaming import DEFAULT_MAX_PCA_TOKENS, PCA_SEED, cpu_threads, measure_streaming
-
-DEFAULT_SENTENCES = Path(__file__).resolve().parent.parent / "fixtures" / "core.json"
 
 
 class ModelNotAvailable(InputError):

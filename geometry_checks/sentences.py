@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+from .paths import FIXTURES
 
 
 @dataclass(frozen=True)
