@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,12 +98,25 @@ def tolerance_for(metric: str) -> tuple[float, float]:
     raise AssertionError("unreachable: the empty prefix matches everything")
 
 
+# The options of the running session that decide where and what is recorded (--recorded-dir,
+# --sentences, --model-path), set by the pytest plugin at configure time (set_run_options),
+# so that every "regenerate with" hint reproduces the run instead of rewriting the committed
+# baseline (issue 14).
+_RUN_OPTIONS = ""
+
+
+def set_run_options(options: str) -> None:
+    global _RUN_OPTIONS
+    _RUN_OPTIONS = options
+
+
 def regenerate_command(model: str) -> str:
-    """The command that re-records `model`'s baselines (its pytest marker)."""
+    """The command that re-records `model`'s baselines (its pytest marker), with the run's
+    own --recorded-dir, --sentences and --model-path (set_run_options)."""
     from .registry import MODELS
 
     spec = MODELS.get(model)
-    return REGENERATE.format(marker=spec.marker if spec else model)
+    return REGENERATE.format(marker=spec.marker if spec else model) + _RUN_OPTIONS
 
 
 def path_for(model: str, sentence_set: str, root: Path = RECORDED) -> Path:
@@ -176,7 +187,6 @@ def record(measurement: Measurement, root: Path = RECORDED) -> Path:
     published = PUBLISHED.resolve()
     if path.resolve() == published or published in path.resolve().parents:
         raise InputError(f"{path}: refusing to write a recorded baseline among the published ones ({PUBLISHED})")
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "kind": "recorded-baseline",
         "schema": SCHEMA,
@@ -187,24 +197,9 @@ def record(measurement: Measurement, root: Path = RECORDED) -> Path:
         **recordable(measurement),
     }
     text = _dumps(payload)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the committed file private
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from .outputs import write_text
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_text(path, text, "--update-baselines")
 
 
 def _dumps(payload: dict) -> str:

@@ -45,7 +45,7 @@ CODE_FILES = ("metrics.py", "measure.py", "streaming.py", "capture.py", "registr
 # Small model files that decide tokenization, architecture and pooling (besides the weights).
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model",
-               "spiece.model", "modules.json", "1_Pooling/config.json")
+               "spiece.model", "modules.json", "1_Pooling/config.json", "sentence_bert_config.json")
 WEIGHT_GLOBS = ("*.safetensors", "*.bin")
 ISA_ENV = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 

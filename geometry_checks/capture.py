@@ -31,6 +31,10 @@ from .registry import MODELS, ModelSpec, read_pooling
 from .sentences import SentenceSet
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# Any of these makes a directory's tokenizer loadable (without one, AutoTokenizer builds an
+# empty vocabulary that maps every word to [UNK]).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
+                   "tokenizer.model")
 # transformers renamed from_pretrained's torch_dtype to dtype in 4.56.
 _DTYPE_KW = "dtype" if tuple(int(x) for x in __import__("transformers").__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -68,6 +72,9 @@ def check_model_dir(path: Path, what: str) -> None:
         raise InputError(f"{what}: {path} has no config.json, so it is not a Hugging Face model directory")
     if not any((path / f).is_file() for f in WEIGHT_FILES):
         raise InputError(f"{what}: {path} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"{what}: {path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}), "
+                         "so its text cannot be tokenized as the model was trained")
 
 
 def spec_from_config(name: str, hub_id: str, directory: Path | None, base: ModelSpec | None = None) -> ModelSpec:
@@ -144,8 +151,10 @@ def hub_cache_dir(hub_id: str, revision: str | None) -> Path | None:
 
 
 def how_to_supply(spec: ModelSpec) -> str:
+    # --model-path takes registered names only; any other model is given as --model DIR
+    how = f"--model-path {spec.name}=DIR" if spec.name in MODELS else "--model DIR"
     return (
-        f"weights for {spec.name} ({spec.hub_id}) not found: pass --model-path {spec.name}=DIR "
+        f"weights for {spec.name} ({spec.hub_id}) not found: pass {how} "
         f"(a local copy of the model) or put it in the Hugging Face cache (HF_HOME), "
         f"e.g. `huggingface-cli download {spec.hub_id}` on a machine with network"
     )
@@ -164,6 +173,8 @@ class LoadedModel:
     provenance: dict
     # The token projection head (spec.projection_module), resolved at load time; see load_projection.
     projection: torch.nn.Module | None = None
+    # The most tokens (special tokens included) one text may have: see token_limit.
+    max_tokens: int | None = None
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -219,6 +230,8 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
     model_kwargs = dict(spec.config_overrides)
     if not ref.is_dir:
         kwargs.update(revision=spec.revision, local_files_only=offline)
+    if ref.is_dir:
+        check_blocks(Path(ref.location), spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -230,13 +243,23 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
                     if hasattr(config, key):
                         setattr(config, key, value)
                 kwargs["config"] = config
-            model = AutoModel.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]}, **kwargs)
+            # output_loading_info: which parameters did not load (checked below, issue 14);
+            # ignore_mismatched_sizes: a shape mismatch is reported there too, instead of an
+            # error that points at a report transformers' silenced logging never shows
+            model, info = AutoModel.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]},
+                                                    output_loading_info=True, ignore_mismatched_sizes=True,
+                                                    **kwargs)
     except OSError as exc:
         if not ref.is_dir:
             raise InputError(how_to_supply(spec)) from None
-        raise InputError(f"{spec.name}: cannot load {ref.location}: {str(exc).splitlines()[0]}") from None
-    except (ValueError, KeyError, RuntimeError) as exc:
-        raise InputError(f"{spec.name}: cannot load {ref.location}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{spec.name}: cannot load {ref.location}: {_first_line(exc)}") from None
+    except ImportError as exc:
+        raise InputError(f"{spec.name}: cannot load {ref.location}: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - safetensors, config and modelling-code errors: one line
+        what = ("its weights file is corrupt or truncated" if "safetensor" in type(exc).__module__.lower()
+                or "deserializ" in str(exc).lower() else exc.__class__.__name__)
+        raise InputError(f"{spec.name}: cannot load {ref.location}: {what} ({_first_line(exc)})") from None
+    check_loading_info(info, spec, ref.location)
     model.eval().to(torch_device)
 
     directory = Path(ref.location) if ref.is_dir else None
@@ -255,6 +278,10 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
             stacklevel=2,
         )
     projection = load_projection(model, spec, directory, torch_device, DTYPES[dtype])
+    max_tokens, limit_from = token_limit(model, tokenizer, directory)
+    if len(tokenizer) > getattr(config, "vocab_size", len(tokenizer)) + 64:  # (+64: added special tokens)
+        raise InputError(f"{spec.name}: {ref.location}: the tokenizer has {len(tokenizer)} tokens but the model's "
+                         f"embedding table {config.vocab_size}: tokenizer and weights are not of one model")
     provenance = {
         "model": spec.name,
         "hub_id": spec.hub_id,
@@ -266,6 +293,8 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
         "layers": spec.layers,
         "hidden_size": spec.hidden_size,
         "pooling": spec.pooling,
+        "max_tokens": max_tokens,
+        "max_tokens_from": limit_from,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
@@ -273,7 +302,112 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
         "device": torch_device.type,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    return LoadedModel(spec, model, tokenizer, torch_device, DTYPES[dtype], provenance, projection)
+    return LoadedModel(spec, model, tokenizer, torch_device, DTYPES[dtype], provenance, projection, max_tokens)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def _listed(keys, n: int = 3) -> str:
+    keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in keys)
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def checkpoint_keys(directory: Path) -> list[str] | None:
+    """The tensor names of a safetensors checkpoint (headers only), None for .bin weights.
+    A header that does not parse is a one-line InputError (a corrupt or truncated file)."""
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            return list(json.loads(index.read_text()).get("weight_map", {}))
+        except (OSError, ValueError, AttributeError) as exc:
+            raise InputError(f"{directory}: {index.name} is unreadable ({_first_line(exc)})") from None
+    path = directory / "model.safetensors"
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except Exception as exc:  # noqa: BLE001 - SafetensorError and OSError alike
+        raise InputError(f"{directory}: model.safetensors is corrupt or truncated ({_first_line(exc)})") from None
+
+
+def check_blocks(directory: Path, spec: ModelSpec) -> None:
+    """config.json's num_hidden_layers against the number of blocks the weights hold."""
+    keys = checkpoint_keys(directory)
+    if not keys:
+        return
+    import re
+
+    pattern = re.compile(r"(?:^|\.)" + re.escape(spec.blocks_module) + r"\.(\d+)\.")
+    blocks = {int(m.group(1)) for k in keys if (m := pattern.search(k))}
+    if blocks and spec.layers and len(blocks) != spec.layers:
+        raise InputError(
+            f"{spec.name}: {directory}: config.json says num_hidden_layers {spec.layers} but the weights hold "
+            f"{len(blocks)} blocks ({spec.blocks_module}.0-{max(blocks)}): config and weights are not of one model"
+        )
+
+
+def check_loading_info(info: dict, spec: ModelSpec, location: str) -> None:
+    """No model is measured unless every parameter it declares came from the checkpoint and
+    every checkpoint tensor was used (transformers' loading info), save the projection head
+    that load_projection reads from the checkpoint itself."""
+    head = {f"{spec.projection_module}.weight", f"{spec.projection_module}.bias"} if spec.projection_module else set()
+    missing = set(info.get("missing_keys") or ())
+    unexpected = {k for k in info.get("unexpected_keys") or () if k not in head and k.split(".", 1)[-1] not in head}
+    mismatched = list(info.get("mismatched_keys") or ())
+    errors = [e for e in info.get("error_msgs") or () if e]
+    if mismatched:
+        first = mismatched[0]
+        shapes = f" (checkpoint {tuple(first[1])} vs model {tuple(first[2])})" if isinstance(first, tuple) \
+            and len(first) == 3 else ""
+        raise InputError(f"{spec.name}: {location}: {len(mismatched)} tensors have another shape than config.json "
+                         f"declares: {_listed(mismatched)}{shapes}; config and weights are not of one model")
+    if missing:
+        raise InputError(f"{spec.name}: {location}: {len(missing)} parameters the model declares are not in the "
+                         f"weights (they would be random): {_listed(missing)}")
+    if unexpected:
+        raise InputError(f"{spec.name}: {location}: {len(unexpected)} tensors of the weights are not used by the "
+                         f"model config.json describes: {_listed(unexpected)}")
+    if errors:
+        raise InputError(f"{spec.name}: {location}: loading the weights failed: {_first_line(Exception(errors[0]))}")
+
+
+def token_limit(model: torch.nn.Module, tokenizer, directory: Path | None) -> tuple[int | None, str]:
+    """(the most tokens, special tokens included, one text may have; where that comes from).
+
+    The model's own limit: sentence-transformers' `max_seq_length` where the directory
+    declares it (sentence_bert_config.json; MiniLM: 256), else the tokenizer's
+    `model_max_length`; either capped by the position table (`max_position_embeddings`,
+    less `padding_idx + 1` for RoBERTa-style embeddings whose positions start after the
+    padding index: MPNet and XLM-R declare 514 for 512 tokens)."""
+    config = model.config
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions:
+        emb = getattr(model, "embeddings", None)
+        pad = getattr(emb, "padding_idx", None)
+        if isinstance(pad, int) and pad >= 0:
+            positions -= pad + 1
+    declared = None
+    if directory is not None and (directory / "sentence_bert_config.json").is_file():
+        try:
+            declared = json.loads((directory / "sentence_bert_config.json").read_text()).get("max_seq_length")
+        except (OSError, ValueError, AttributeError):
+            declared = None
+    if isinstance(declared, int) and declared > 0:
+        limit, source = declared, "sentence_bert_config.json max_seq_length"
+    else:
+        tok = getattr(tokenizer, "model_max_length", None)
+        limit, source = (int(tok), "tokenizer model_max_length") if isinstance(tok, int) and 0 < tok < 1_000_000 \
+            else (None, "")
+    if positions and positions > 0 and (limit is None or positions < limit):
+        limit, source = int(positions), "config max_position_embeddings" + (" less the padding offset" if
+                                                                            positions != config.max_position_embeddings else "")
+    return limit, source
 
 
 def load_projection(
@@ -518,7 +652,8 @@ def token_ids(loaded: LoadedModel, items: list[tuple[str, str]]) -> list[list[in
     """The input ids of every (text, role), special tokens included, truncated as capture
     truncates: what iter_batches sorts by, and (streaming) the content-token counts."""
     texts = [_model_text(loaded.spec, t, r) for t, r in items]
-    return loaded.tokenizer(texts, add_special_tokens=True, truncation=True, return_attention_mask=False)["input_ids"]
+    return loaded.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=loaded.max_tokens,
+                            return_attention_mask=False)["input_ids"]
 
 
 def iter_batches(
@@ -546,6 +681,7 @@ def iter_batches(
             [model_texts[i] for i in rows],
             padding=True,
             truncation=True,
+            max_length=loaded.max_tokens,
             return_tensors="pt",
             return_offsets_mapping=True,
         )
@@ -652,3 +788,107 @@ def check_finite(states: LayerStates, name: str) -> None:
         raise InputError(
             f"{name}: hidden states contain NaN or inf (first at depth {depth}, text {states.texts[row][:60]!r})"
         )
+
+
+# --------------------------------------------------------------------------- long input
+
+CHARS_PER_TOKEN_PROBE = 40  # a text is first tokenized up to limit x this many characters
+
+
+def _cut(loaded: LoadedModel, text: str, role: str) -> str | None:
+    """`text` cut after its last whole word within the model's token limit, or None if it fits.
+
+    Only a prefix of limit x CHARS_PER_TOKEN_PROBE characters is tokenized (a 5 MB line
+    costs no more than a short one), unless that prefix holds too few tokens to decide."""
+    limit = loaded.max_tokens
+    if not limit:
+        return None
+    marker = loaded.spec.query_marker if role == "query" else loaded.spec.document_marker
+    shift = len(marker) + 1 if marker else 0
+    tok = loaded.tokenizer
+    probe_len = limit * CHARS_PER_TOKEN_PROBE
+    for probe in ((text[:probe_len], text) if len(text) > probe_len else (text,)):
+        enc = tok(_model_text(loaded.spec, probe, role), add_special_tokens=True, truncation=False,
+                  return_offsets_mapping=True, return_attention_mask=False, verbose=False)
+        n = len(enc["input_ids"])
+        if n > limit:
+            break
+        if probe is text:
+            return None
+    words, offsets = enc.word_ids(), enc["offset_mapping"]
+    specials = n - sum(w is not None for w in words)
+    keep = limit - specials  # content tokens that fit
+    end = 0
+    for i in range(n):
+        w = words[i]
+        if w is None:
+            continue
+        if keep <= 0:
+            break
+        keep -= 1
+        nxt = next((words[j] for j in range(i + 1, n) if words[j] is not None), None)
+        if nxt != w:  # the last token of word w: a whole word fits
+            end = offsets[i][1] - shift
+    cut = text[:max(end, 0)].rstrip()
+    for _ in range(8):  # re-tokenizing the cut text must fit (it does for whitespace-split tokenizers)
+        ids = tok(_model_text(loaded.spec, cut, role), add_special_tokens=True, truncation=False,
+                  return_attention_mask=False, verbose=False)["input_ids"]
+        if len(ids) <= limit:
+            break
+        cut = cut[: max(len(cut) - max(len(cut) // 20, 1), 0)].rstrip()
+    if not cut:
+        raise InputError(f"its first word alone is longer than {loaded.spec.name}'s limit of {limit} tokens")
+    return cut
+
+
+def fit_to_limit(loaded: LoadedModel, sentences: SentenceSet, truncate: bool = True
+                 ) -> tuple[SentenceSet, dict | None]:
+    """The set with every text longer than the model's token limit cut after its last whole
+    word that fits (or, with truncate=False, a one-line InputError naming them); returns
+    (set, info) where info is None when nothing was cut, else {max_tokens, count, where},
+    `where` the file locations of the cut texts (SentenceSet.where). Outputs then carry the
+    measured text only, never the long one."""
+    cuts: dict[str, str] = {}
+    for text, role in texts_of(sentences):
+        if text in cuts:
+            continue
+        try:
+            cut = _cut(loaded, text, role)
+        except InputError as exc:
+            raise InputError(f"{sentences.where(text)}: {exc}") from None
+        if cut is not None:
+            cuts[text] = cut
+    if not cuts:
+        return sentences, None
+    where = sentences.lines_of(cuts)
+    limit = loaded.max_tokens
+    info = {"max_tokens": limit, "count": len(cuts), "where": where}
+    if not truncate:
+        raise InputError(f"{sentences.source or sentences.name}: {truncation_summary(info)}; "
+                         "--no-truncate rejects them (shorten them, or drop --no-truncate to truncate)")
+    return replace_texts(sentences, cuts), info
+
+
+def truncation_summary(info: dict) -> str:
+    where = info["where"]
+    shown = ", ".join(where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+    return (f"{info['count']} text(s) longer than the model's limit of {info['max_tokens']} tokens "
+            f"({shown})")
+
+
+def replace_texts(sentences: SentenceSet, cuts: dict[str, str]) -> SentenceSet:
+    import dataclasses
+
+    from .sentences import RetrievalItem
+
+    def f(text: str) -> str:
+        return cuts.get(text, text)
+
+    return dataclasses.replace(
+        sentences,
+        sentences=tuple(f(t) for t in sentences.sentences),
+        retrieval=tuple(RetrievalItem(r.kind, f(r.query), f(r.positive), tuple(f(n) for n in r.negatives))
+                        for r in sentences.retrieval),
+        pairs={k: (f(a), f(b)) for k, (a, b) in sentences.pairs.items()},
+        locations={f(t): at for t, at in sentences.locations.items()},
+    )

@@ -34,7 +34,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="load registered model NAME from local directory DIR (repeatable)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"))
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (at least 1)")
+    p.add_argument("--no-truncate", action="store_true",
+                   help="reject a sentence longer than the model's token limit instead of truncating it "
+                        "(with one warning line)")
     p.add_argument("--allow-download", action="store_true",
                    help="download a registered model missing from the HF cache (default: never)")
     p.add_argument("--no-cache", action="store_true",  # issue 4: the on-disk Measurement cache
@@ -67,18 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_options(args) -> None:
+    """Numeric options, before any model loads (issue 14)."""
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+
 def cmd_measure(args) -> int:
-    lab = Lab(_model_paths(args.model_path), args.device, args.dtype, DEFAULT_SENTENCES, args.batch_size,
-              sublayers=args.sublayers, allow_download=args.allow_download, cache=not args.no_cache)
+    from .outputs import check_file
     from .sentences import load_sentence_set
 
+    _check_options(args)
     sentences = load_sentence_set(args.sentences)
+    inputs = [sentences.source]
+    check_file(args.out, "--out", inputs)  # at start: never after the run, never over an input
+    lab = Lab(_model_paths(args.model_path), args.device, args.dtype, DEFAULT_SENTENCES, args.batch_size,
+              sublayers=args.sublayers, allow_download=args.allow_download, cache=not args.no_cache,
+              truncate=not args.no_truncate)
     # issue 4: streaming (or in memory with --sublayers) and cached, via Lab.measure; the
     # model's pooling comes from its spec, so a cache hit loads no model
-    spec = lab.ref(args.model).spec
+    ref = lab.ref(args.model)
+    if ref.is_dir:
+        inputs += [str(p) for p in Path(ref.location).iterdir()]
+        check_file(args.out, "--out", inputs)
+    spec = ref.spec
     poolings = ["mean"] + [p for p in (args.pooling or ([spec.pooling])) if p != "mean"]
     result = lab.measure(args.model, sentences, tuple(dict.fromkeys(poolings)))
-    result.save(args.out)
+    result.save(args.out, inputs)
     hit = lab.cache_hits.get((args.model, sentences.sha256))
     print(f"wrote {args.out}: {len(result.curves)} curves, {len(result.scalars)} scalars "
           f"({result.model}, {result.depths} depths, {sentences.name})" + (f"; from the cache {hit}" if hit else ""))
@@ -86,15 +104,20 @@ def cmd_measure(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import build_report, summary_counts
+    from .outputs import check_dir
+    from .report import build_report, earlier_report_files, summary_counts
     from .sentences import load_sentence_set
 
-    load_sentence_set(args.sentences)  # one-line error before any model loads
+    _check_options(args)
+    sentences = load_sentence_set(args.sentences)  # one-line error before any model loads
+    out = Path(args.out)
+    check_dir(out, "--out", earlier_report_files(out), [sentences.source])  # at start, not after the run
     # sublayers: the report carries the open-question row and chart (cheap next to the pass)
     lab = Lab(_model_paths(args.model_path), args.device, args.dtype, args.sentences, args.batch_size,
-              sublayers=True, allow_download=args.allow_download, cache=not args.no_cache)
+              sublayers=True, allow_download=args.allow_download, cache=not args.no_cache,
+              truncate=not args.no_truncate)
     models = list(dict.fromkeys(args.model or ["minilm"]))
-    result = build_report(lab, models, Path(args.out))
+    result = build_report(lab, models, out)
     counts = summary_counts(result["rows"])
     print(f"wrote {result['path']}: {len(result['rows'])} checks "
           f"({', '.join(f'{n} {v}' for v, n in counts.items())}); {len(result['charts'])} charts"

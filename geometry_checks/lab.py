@@ -32,6 +32,7 @@ class Lab:
         sublayers: bool = False,
         allow_download: bool = False,
         cache: bool = True,
+        truncate: bool = True,
     ):
         self.model_paths = dict(model_paths or {})
         self.device = device
@@ -41,6 +42,10 @@ class Lab:
         self.allow_download = allow_download
         # on-disk Measurement cache (geometry_checks.cache; $GEOMETRY_CHECKS_CACHE, --no-cache)
         self.cache = cache
+        # issue 14: texts over the model's token limit are cut (one warning line) or, with
+        # truncate=False (--no-truncate), rejected
+        self.truncate = truncate
+        self._fitted: dict[tuple[str, str], tuple[SentenceSet, dict | None]] = {}
         self.cache_hits: dict[tuple[str, str], str] = {}  # (model, set sha256) -> entry it was served from
         self._failures: dict[str, InputError] = {}
         self.default_sentences = load_sentence_set(sentences)
@@ -79,11 +84,26 @@ class Lab:
                 raise ModelNotAvailable(str(exc)) from None
         return C.load(ref, self.device, self.dtype)
 
+    def fitted(self, model: str, sentences: SentenceSet | None = None) -> SentenceSet:
+        """`sentences` as the model measures them: every text within its token limit
+        (capture.fit_to_limit); one warning line when texts were cut."""
+        sentences = sentences or self.default_sentences
+        key = (model, sentences.sha256)
+        if key not in self._fitted:
+            fitted, info = C.fit_to_limit(self.model(model), sentences, self.truncate)
+            if info:
+                _warn_truncated(sentences, info)
+            self._fitted[key] = (fitted, info)
+        return self._fitted[key][0]
+
     def states(self, model: str, sentences: SentenceSet | None = None) -> C.LayerStates:
+        """The captured states of the set as the model measures it (`fitted`: the texts of
+        the states are the cut ones where a text was over the token limit)."""
         sentences = sentences or self.default_sentences
         key = (model, sentences.sha256)
         if key not in self._states:
-            self._states[key] = C.capture(self.model(model), sentences, self.batch_size, sublayers=self.sublayers)
+            self._states[key] = C.capture(self.model(model), self.fitted(model, sentences), self.batch_size,
+                                          sublayers=self.sublayers)
         return self._states[key]
 
     def measurement(self, model: str, sentences: SentenceSet | None = None) -> Measurement:
@@ -106,6 +126,12 @@ class Lab:
         fields = self._cache_fields(model, sentences, poolings)
         hit = K.load(fields)
         if hit is not None:
+            cut = hit.provenance.get("truncated")
+            if cut:  # the computation warned (or, with --no-truncate, would have refused)
+                if not self.truncate:
+                    raise InputError(f"{sentences.source or sentences.name}: {C.truncation_summary(cut)}; "
+                                     "--no-truncate rejects them (shorten them, or drop --no-truncate to truncate)")
+                _warn_truncated(sentences, cut)
             self.cache_hits[(model, sentences.sha256)] = str(K.entry_path(fields))
             hit.provenance["location"] = self.ref(model).location
             spec, sha = self.ref(model).spec, hit.provenance.get("weights_sha256")
@@ -117,18 +143,24 @@ class Lab:
                 warnings.warn(f"{item['sentence']!r}: {item['reason']}", stacklevel=2)
             return hit
         loaded = self.model(model)
+        fitted = self.fitted(model, sentences)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if self.sublayers or (model, sentences.sha256) in self._states:
                 states = self.states(model, sentences)
                 with cpu_threads(1 if loaded.device.type == "cpu" else None):  # see streaming.cpu_threads
-                    result = measure(states, sentences, poolings, max_pca_tokens=DEFAULT_MAX_PCA_TOKENS,
+                    result = measure(states, fitted, poolings, max_pca_tokens=DEFAULT_MAX_PCA_TOKENS,
                                      sublayers=self.sublayers)
             else:
-                result = measure_streaming(loaded, sentences, poolings, self.batch_size,
+                result = measure_streaming(loaded, fitted, poolings, self.batch_size,
                                            DEFAULT_MAX_PCA_TOKENS, PCA_SEED)
         for w in caught:
             warnings.warn(str(w.message), stacklevel=2)
+        # provenance: the set as given (its hash), and what was cut to the token limit
+        result.provenance["sentence_set_sha256"] = sentences.sha256
+        info = self._fitted[(model, sentences.sha256)][1]
+        if info:
+            result.provenance["truncated"] = info
         K.store(fields, result)
         return result
 
@@ -145,3 +177,8 @@ class Lab:
         self._models.pop(model, None)
         for key in [k for k in self._states if k[0] == model]:
             del self._states[key]
+
+
+def _warn_truncated(sentences: SentenceSet, info: dict) -> None:
+    warnings.warn(f"{sentences.source or sentences.name}: {C.truncation_summary(info)}: each cut after its last "
+                  "whole word that fits (--no-truncate rejects them instead)", stacklevel=3)

@@ -72,24 +72,64 @@ class Measurement:
 
     def curve(self, name: str, pooling: str = "mean") -> list:
         source = self.curves if pooling == "mean" else self.by_pooling.get(pooling, {}).get("curves", {})
-        if name not in source:
-            why = self.not_computed.get(name.split("[")[0], "not measured")
+        if name not in source or (name in self.not_computed and all(v is None for v in source[name])):
+            why = self.not_computed.get(name, self.not_computed.get(name.split("[")[0], "not measured"))
             raise KeyError(f"{name} ({pooling} pooling): {why}")
         return source[name]
 
     def to_json(self) -> dict:
         return asdict(self)
 
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False))
-        tmp.replace(path)
+    def save(self, path: str | Path, inputs=()) -> None:
+        """Write the JSON atomically (outputs.write_text: only over a regular file, never over an input)."""
+        from .outputs import write_text
+
+        write_text(path, json.dumps(self.to_json(), indent=1, allow_nan=False), "--out", inputs)
 
     @classmethod
     def from_json(cls, data: dict) -> "Measurement":
         return cls(**data)
+
+
+# --------------------------------------------------------------------------- degenerate sets
+# issue 14: a metric that needs two sentences (or two tokens) is null with a not_computed
+# reason when the set cannot define it, never 0; both measuring paths end with mark_undefined.
+
+NEEDS_TWO_SENTENCES = ("cross_sentence_cosine", "sentence_signal", "separability_ratio")
+POOLED_NEEDS_TWO = ("write_depth_histogram", "late_write_fraction", "write_depth", "dim_correlation",
+                    "dim_correlation_mean", "dims_r_above_0.7", "dims_r_below_-0.7")
+NEEDS_TWO_TOKENS = {
+    "intra_sentence_cosine": "needs a sentence with at least 2 content tokens",
+    "pc1_mean_cosine": "needs a sentence with at least 2 content tokens that differ",
+    "delta_coherence": "needs a sentence with at least 2 content tokens",
+    "fixed_pca_step": "needs at least 2 content tokens in all",
+    "refit_pca_step": "needs at least 2 content tokens in all",
+    "teleological_distance": "needs at least 2 content tokens in all",
+}
+TWO_SENTENCES = "needs at least 2 sentences (the file has 1)"
+
+
+def mark_undefined(result: "Measurement", n_sentences: int) -> None:
+    """Null and a not_computed reason for every metric the set cannot define (in place)."""
+    nulls = [None] * result.depths
+    if n_sentences < 2:
+        for name in NEEDS_TWO_SENTENCES:
+            result.curves[name] = list(nulls)
+            result.not_computed[name] = TWO_SENTENCES
+        for key in ("separability_ratio", "cross_sentence_cosine", "sentence_signal"):
+            if key in result.proj:
+                result.proj[key] = None
+        for part in (result.not_computed, *(p.setdefault("not_computed", {}) for p in result.by_pooling.values())):
+            part.pop("dim_correlation", None)
+            part.update({name: TWO_SENTENCES for name in POOLED_NEEDS_TWO})
+    for name, curve in result.curves.items():
+        steps = curve[1:] if name in ("fixed_pca_step", "refit_pca_step", "delta_coherence") else curve
+        if name not in result.not_computed and steps and all(v is None for v in steps):
+            result.not_computed[name] = NEEDS_TWO_TOKENS.get(name, "undefined on this sentence set")
+    for name, reason in NEEDS_TWO_TOKENS.items():
+        if name not in result.curves and name not in result.not_computed:
+            result.curves[name] = list(nulls)
+            result.not_computed[name] = reason
 
 
 # --------------------------------------------------------------------------- pieces
@@ -99,11 +139,19 @@ def _rows(states: LayerStates, texts, role: str = "doc") -> list[int]:
     return [states.index(t, role) for t in texts]
 
 
-def _check_content(states: LayerStates, rows: list[int]) -> None:
+def no_content_error(sentences: SentenceSet | None, text: str, model: str = "the model") -> InputError:
+    """A text with no content token: one line naming its file and line (issue 14)."""
+    where = f"{sentences.where(text)}: " if sentences is not None else ""
+    shown = text if len(text) <= 60 else text[:59] + "…"
+    return InputError(f"{where}sentence {shown!r} has no content token for {model}: its tokenizer maps it "
+                      "to special tokens only (such as [UNK]); remove it or rephrase it")
+
+
+def _check_content(states: LayerStates, rows: list[int], sentences: SentenceSet | None = None) -> None:
     counts = states.content[rows].sum(1).tolist()
     for row, n in zip(rows, counts):
         if n == 0:
-            raise InputError(f"sentence {states.texts[row]!r} has no content token (only special tokens)")
+            raise no_content_error(sentences, states.texts[row], states.provenance.get("model", "the model"))
 
 
 def token_cloud(st: LayerStates) -> tuple[dict, list]:
@@ -194,6 +242,9 @@ def pooled(states: LayerStates, sentences: SentenceSet, pooling: str) -> dict:
         for k in RECALL_KS:
             if k < len(pool_texts):
                 curves[f"recall_at_k[{kind},{k}]"] = M.recall_at_k(q_vecs, pool_vecs, pos, qidx, k)
+            else:
+                out["not_computed"][f"recall_at_k[{kind},{k}]"] = (
+                    f"needs more than {k} candidate texts (the retrieval pool has {len(pool_texts)})")
     return out
 
 
@@ -262,7 +313,7 @@ def measure(
     `pair_cosine_all`.
     """
     rows = _rows(states, sentences.sentences)
-    _check_content(states, list(range(len(states.texts))))
+    _check_content(states, list(range(len(states.texts))), sentences)
     cloud = states.select(rows)
     prov = states.provenance
     result = Measurement(
@@ -277,8 +328,11 @@ def measure(
     curves["meanpool_drift[max]"] = drift.amax(1)
     result.per_sentence["meanpool_drift"] = _list(drift.T)
     result.per_sentence["sentences"] = list(sentences.sentences)
-    traj, traj_info = trajectories(cloud, max_pca_tokens)
-    curves.update(traj)
+    if int(cloud.content.sum()) >= 2:
+        traj, traj_info = trajectories(cloud, max_pca_tokens)
+        curves.update(traj)
+    else:  # mark_undefined gives the reason
+        traj_info = {"tokens": int(cloud.content.sum())}
     result.scalars["pca_tokens"] = traj_info["tokens"]
     if "sampled" in traj_info:
         result.scalars["pca_tokens_sampled"] = traj_info["sampled"]
@@ -302,6 +356,7 @@ def measure(
     result.curves = _jsonify(curves)
     result.scalars = _jsonify(result.scalars)
     result.per_dimension = _jsonify(result.per_dimension)
+    mark_undefined(result, len(sentences.sentences))
     return result
 
 

@@ -73,7 +73,34 @@ def pytest_configure(config: pytest.Config) -> None:
             if spec.source == "hub":
                 registry.MODELS[name] = spec.replace(revision=None)
     # Validate eagerly so a bad flag is one usage line, not an error per test.
-    _model_paths(config)
+    paths = _model_paths(config)
+    findings = config.getoption("--findings-md")
+    if findings and not hasattr(config, "workerinput"):  # checked at start, not after the run (issue 14)
+        from .outputs import check_file
+
+        try:
+            for target in (Path(findings), Path(findings).with_suffix(".json")):
+                check_file(target, "--findings-md", [config.getoption("--sentences")])
+        except InputError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    from . import baselines
+
+    baselines.set_run_options(_run_options(config, paths))
+
+
+def _run_options(config: pytest.Config, paths: dict[str, str]) -> str:
+    """The options a "regenerate with" hint must repeat to re-record what this run reads."""
+    import shlex
+
+    extra = ""
+    sentences = config.getoption("--sentences")
+    if Path(sentences).resolve() != DEFAULT_SENTENCES.resolve():
+        extra += f" --sentences {shlex.quote(sentences)}"
+    if config.getoption("--recorded-dir"):
+        extra += f" --recorded-dir {shlex.quote(config.getoption('--recorded-dir'))}"
+    for name, directory in paths.items():
+        extra += f" --model-path {shlex.quote(f'{name}={directory}')}"
+    return extra
 
 
 @pytest.fixture(scope="session")
@@ -178,14 +205,9 @@ def recorded_baseline(pytestconfig: pytest.Config):
     corrupt one fails with one line. A provenance difference from the recorded baseline
     (another checkpoint, another torch) is one warning line in the terminal summary.
     """
-    extra = ""
-    sentences = pytestconfig.getoption("--sentences")
-    if Path(sentences).resolve() != DEFAULT_SENTENCES.resolve():
-        extra += f" --sentences {sentences}"
-    if pytestconfig.getoption("--recorded-dir"):
-        extra += f" --recorded-dir {pytestconfig.getoption('--recorded-dir')}"
+    # the hints carry the run's own options through baselines.regenerate_command (set_run_options)
     return recorded_getter(pytestconfig.getoption("--update-baselines"), recorded_root(pytestconfig),
-                           pytestconfig.stash[NOTES_KEY], pytestconfig.stash[WRITTEN_KEY], extra)
+                           pytestconfig.stash[NOTES_KEY], pytestconfig.stash[WRITTEN_KEY])
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -239,4 +261,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from .report import rows_from_pytest, write_findings
 
-    write_findings(rows_from_pytest(session.config.stash[ROWS_KEY]), Path(path))
+    try:
+        write_findings(rows_from_pytest(session.config.stash[ROWS_KEY]), Path(path))
+    except InputError as exc:  # one line, and pytest's own summary still follows
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        line = f"geometry-checks: error: {exc}"
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        else:
+            print(line, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR if not session.exitstatus else session.exitstatus

@@ -419,15 +419,33 @@ def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -
     return out
 
 
-def write_findings(rows: list[dict], path: Path, charts=None, not_drawn=None, context=None) -> None:
-    """findings.md at `path` and its machine-readable twin findings.json beside it."""
+def write_findings(rows: list[dict], path: Path, charts=None, not_drawn=None, context=None,
+                   what: str = "--findings-md") -> None:
+    """findings.md at `path` and its machine-readable twin findings.json beside it, each
+    written atomically and only over a regular file (outputs.write_text)."""
+    from .outputs import write_text
+
     path = Path(path)
+    write_text(path, findings_markdown(rows, charts, not_drawn, context), what)
+    write_text(path.with_suffix(".json"), json.dumps(findings_json(rows, charts, not_drawn, context), indent=1),
+               what)
+
+
+def earlier_report_files(out: str | Path) -> set[str]:
+    """The files an earlier `report` wrote into `out`: findings.md, findings.json and the
+    charts its findings.json lists (plain file names only). Empty if there is none."""
+    out = Path(out)
+    names = {"findings.md", "findings.json"}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(findings_markdown(rows, charts, not_drawn, context))
-        path.with_suffix(".json").write_text(json.dumps(findings_json(rows, charts, not_drawn, context), indent=1))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write findings ({exc.strerror})") from None
+        data = json.loads((out / "findings.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return names if (out / "findings.md").is_file() and not (out / "findings.json").exists() else set()
+    charts = data.get("charts") if isinstance(data, dict) else None
+    for chart in charts if isinstance(charts, list) else []:
+        name = chart.get("file") if isinstance(chart, dict) else None
+        if isinstance(name, str) and name and "/" not in name and "\\" not in name and not name.startswith("."):
+            names.add(name)
+    return names
 
 
 # --------------------------------------------------------------------------- the report command
@@ -469,7 +487,7 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dic
         m = get.measured[name]
         report = CH.ModelReport(name, m)
         try:
-            report.trajectory = token_paths(lab.states(name, sentences), sentences)
+            report.trajectory = token_paths(lab.states(name, sentences), lab.fitted(name, sentences))
             if report.trajectory is None:
                 report.trajectory_missing = "fewer than 2 content tokens to fit the PCA on"
         except (InputError, ValueError, KeyError, RuntimeError) as exc:
@@ -483,17 +501,30 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dic
                        "measured": f"error: {exc.__class__.__name__}: {exc}"}
             if row:
                 rows.append({**{k: "" for k in COLUMNS}, "reason": "", **row})
+    # `report` owns `out` (issue 14): everything is drawn into a staging directory inside it,
+    # then moved in, and the files of an earlier report that this one did not rewrite are
+    # removed, so that afterwards `out` holds exactly what findings.md and findings.json list.
+    from . import outputs as O
+
+    earlier = earlier_report_files(out)
+    O.check_dir(out, "--out", earlier)
+    staging = O.stage(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output directory ({exc.strerror})") from None
+        result = _draw_and_write(CH, reports, sentences, extra, rows, staging)
+        O.commit(staging, out, ["findings.md", "findings.json", *(c["file"] for c in result["charts"])], earlier)
+    finally:
+        O.discard(staging)
+    return {**result, "path": out / "findings.md"}
+
+
+def _draw_and_write(CH, reports, sentences, extra, rows, staging: Path) -> dict:
     ctx = CH.ChartContext.load(sentences.name)
-    charts, not_drawn = CH.draw_all(reports, ctx, out, extra)
+    charts, not_drawn = CH.draw_all(reports, ctx, staging, extra)
     context = {
         "sentence set": f"{sentences.name} ({len(sentences.sentences)} sentences, "
                         f"{len(sentences.retrieval)} retrieval items, {len(sentences.pairs)} pairs)",
         "measured": ", ".join(f"{r.name} (L={r.measurement.last}, own pooling "
                               f"{r.measurement.provenance.get('pooling', '?')})" for r in reports) or "none",
     }
-    write_findings(rows, out / "findings.md", charts, not_drawn, context)
-    return {"rows": rows, "charts": charts, "not_drawn": not_drawn, "path": out / "findings.md"}
+    write_findings(rows, staging / "findings.md", charts, not_drawn, context, what="--out")
+    return {"rows": rows, "charts": charts, "not_drawn": not_drawn}

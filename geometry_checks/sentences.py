@@ -2,12 +2,15 @@
 
 A JSON file holds `sentences` (required), optional `retrieval` items and `pairs`; a
 plain text file holds one sentence a line (blank lines and lines starting with `#`
-are skipped). Every problem is an InputError with a one-line message naming the file.
+are skipped). Files are read as UTF-8; a leading byte-order mark is dropped in both
+formats. Every problem is an InputError with a one-line message naming the file (and,
+for a sentence, its line: `SentenceSet.where`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +35,19 @@ class SentenceSet:
     retrieval: tuple[RetrievalItem, ...] = ()
     pairs: dict[str, tuple[str, str]] = field(default_factory=dict)
     source: str = ""
+    # text -> where it is in the file ("line 3", "sentences[2], line 4"): for messages only,
+    # never part of the content hash (issue 14: every sentence error names file and line)
+    locations: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def where(self, text: str) -> str:
+        """`FILE line N` (or `FILE sentences[i], line N`) of a text of this set, for messages."""
+        source = self.source or self.name
+        at = self.locations.get(text)
+        return f"{source} {at}" if at else source
+
+    def lines_of(self, texts) -> list[str]:
+        """The locations of `texts` (as `where`, without the file), in order."""
+        return [self.locations.get(t, "?") for t in texts]
 
     @property
     def sha256(self) -> str:
@@ -82,17 +98,23 @@ def load_sentence_set(path: str | Path) -> SentenceSet:
     if path.is_dir():
         raise _fail(path, "is a directory, not a sentence file")
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM is dropped (issue 14)
     except (OSError, UnicodeDecodeError) as exc:
         raise _fail(path, f"cannot read sentence file ({exc.__class__.__name__}: {exc})") from None
     if path.suffix.lower() == ".json":
         return _from_json(raw, path)
-    sentences = tuple(
-        line.strip() for line in raw.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    )
-    if not sentences:
+    # lines as an editor numbers them (\n, \r\n or \r), not str.splitlines' extra breaks
+    lines = re.split(r"\r\n|\r|\n", raw)
+    kept = [(n, line.strip()) for n, line in enumerate(lines, 1)
+            if line.strip() and not line.lstrip().startswith("#")]
+    if not kept:
+        if any(line.strip() for line in lines):
+            raise _fail(path, "no sentences: every line is blank or a comment (starts with #)")
         raise _fail(path, "no sentences (the file is empty)")
-    return SentenceSet(name=path.stem, sentences=sentences, source=str(path))
+    locations: dict[str, str] = {}
+    for n, text in kept:
+        locations.setdefault(text, f"line {n}")
+    return SentenceSet(name=path.stem, sentences=tuple(t for _, t in kept), source=str(path), locations=locations)
 
 
 def _from_json(raw: str, path: Path) -> SentenceSet:
@@ -145,6 +167,71 @@ def _from_json(raw: str, path: Path) -> SentenceSet:
         pairs[name] = (_text(pair[0], path, f"pairs[{name!r}][0]"), _text(pair[1], path, f"pairs[{name!r}][1]"))
 
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name.strip():
         raise _fail(path, "'name' must be a non-empty string")
-    return SentenceSet(name=name, sentences=texts, retrieval=tuple(items), pairs=pairs, source=str(path))
+    if not _SAFE_NAME.fullmatch(name):
+        raise _fail(path, f"'name' {name!r} must be a plain file name (no '/', no leading '.', at most 128 characters): it names the recorded baseline")
+    return SentenceSet(name=name, sentences=texts, retrieval=tuple(items), pairs=pairs, source=str(path),
+                       locations=_json_locations(raw, data))
+
+
+# A set's name becomes part of file names (recorded baselines, chart context): keep it plain.
+_SAFE_NAME = re.compile(r"[^/\\\x00-\x1f.][^/\\\x00-\x1f]{0,127}")
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.S)
+
+
+def _json_paths(raw: str) -> dict[tuple, int]:
+    """Line of every scalar value of a (valid) JSON text, by its path (keys and indices)."""
+    out: dict[tuple, int] = {}
+    stack: list[list] = []  # [kind, key or index, expecting a key]
+    line, last = 1, 0
+    for m in _TOKEN.finditer(raw):
+        tok, pos = m.group(), m.start()
+        line += raw.count("\n", last, pos)
+        last = pos
+        if tok in ("{", "["):
+            stack.append(["o", None, True] if tok == "{" else ["a", 0, False])
+        elif tok in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif tok == ":":
+            if stack:
+                stack[-1][2] = False
+        elif tok == ",":
+            if stack:
+                top = stack[-1]
+                if top[0] == "a":
+                    top[1] += 1
+                else:
+                    top[2] = True
+        elif stack and stack[-1][0] == "o" and stack[-1][2]:
+            try:
+                stack[-1][1] = json.loads(tok)
+            except ValueError:
+                stack[-1][1] = tok
+        else:
+            out[tuple(frame[1] for frame in stack)] = line
+    return out
+
+
+def _json_locations(raw: str, data: dict) -> dict[str, str]:
+    """text -> "sentences[i], line N" (its first place) for the texts of a sentence JSON."""
+    paths = _json_paths(raw)
+    out: dict[str, str] = {}
+
+    def add(text, path: tuple, label: str) -> None:
+        if isinstance(text, str) and text.strip() and text.strip() not in out:
+            n = paths.get(path)
+            out[text.strip()] = label + (f", line {n}" if n else "")
+
+    for i, text in enumerate(data.get("sentences", [])):
+        add(text, ("sentences", i), f"sentences[{i}]")
+    for name, pair in (data.get("pairs") or {}).items():
+        for j, text in enumerate(pair):
+            add(text, ("pairs", name, j), f"pairs[{name!r}][{j}]")
+    for i, item in enumerate(data.get("retrieval") or []):
+        add(item.get("query"), ("retrieval", i, "query"), f"retrieval[{i}].query")
+        add(item.get("positive"), ("retrieval", i, "positive"), f"retrieval[{i}].positive")
+        for j, text in enumerate(item.get("negatives") or []):
+            add(text, ("retrieval", i, "negatives", j), f"retrieval[{i}].negatives[{j}]")
+    return out

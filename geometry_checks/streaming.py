@@ -40,7 +40,6 @@ import torch
 from . import capture as C
 from . import measure as MS
 from . import metrics as M
-from .errors import InputError
 from .measure import Measurement
 from .sentences import SentenceSet
 
@@ -407,7 +406,7 @@ def measure_streaming(
     counts = content_counts(loaded, ids)
     for (text, _), n in zip(items, counts):
         if n == 0:
-            raise InputError(f"sentence {text!r} has no content token (only special tokens)")
+            raise MS.no_content_error(sentences, text, loaded.spec.name)
 
     slots_of: dict[int, list[int]] = {}  # item -> its sentence slots (a repeated sentence has several)
     for s, text in enumerate(sentences.sentences):
@@ -563,9 +562,8 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
 
     parts = [_pooled(cloud, mini, sentences, pooling) for pooling in poolings]
     cloud.pools = None  # before the PCA's temporaries
-    if sample.size < 2:
-        raise InputError(f"{sentences.name}: the PCA trajectory metrics need at least 2 content tokens in all")
-    curves.update(trajectory_curves(sample.depth_major()))
+    if sample.size >= 2:  # else measure.mark_undefined gives the reason
+        curves.update(trajectory_curves(sample.depth_major()))
     sample.tokens = None
     result.scalars["pca_tokens"] = sample.total
     if sample.sampled:
@@ -589,5 +587,6 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     result.curves = MS._jsonify(curves)
     result.scalars = MS._jsonify(result.scalars)
     result.per_dimension = MS._jsonify(result.per_dimension)
+    MS.mark_undefined(result, len(sentences.sentences))
     return result
 
