@@ -29,7 +29,7 @@ PREFIX = ".geometry-checks-"  # temporary files and staging directories (removed
 
 
 def _why(exc: OSError) -> str:
-    return exc.strerror or exc.__class__.__name__
+    return exc.strerror or str(exc) or exc.__class__.__name__
 
 
 def _kind(mode: int) -> str:

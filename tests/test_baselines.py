@@ -189,8 +189,10 @@ def test_a_failed_write_leaves_the_old_baseline_intact(tmp_path, monkeypatch):
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(B.os, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
+    from geometry_checks import outputs as O
+
+    monkeypatch.setattr(O.os, "replace", crash)
+    with pytest.raises(InputError, match="disk full"):
         B.record(_measurement(revision="new"), tmp_path)
     assert path.read_text() == before
     assert [p.name for p in path.parent.iterdir()] == ["tiny.json"]
