@@ -358,7 +358,9 @@ def check_loading_info(info: dict, spec: ModelSpec, location: str) -> None:
     that load_projection reads from the checkpoint itself."""
     head = {f"{spec.projection_module}.weight", f"{spec.projection_module}.bias"} if spec.projection_module else set()
     missing = set(info.get("missing_keys") or ())
-    unexpected = {k for k in info.get("unexpected_keys") or () if k not in head and k.split(".", 1)[-1] not in head}
+    # position_ids: an index buffer (arange) some checkpoints carry and transformers rebuilds
+    unexpected = {k for k in info.get("unexpected_keys") or ()
+                  if k not in head and k.split(".", 1)[-1] not in head and not k.endswith("position_ids")}
     mismatched = list(info.get("mismatched_keys") or ())
     errors = [e for e in info.get("error_msgs") or () if e]
     if mismatched:

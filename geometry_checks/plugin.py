@@ -41,6 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--recorded-dir", default=None, metavar="DIR",
                     help="where recorded baselines are read and written (default baselines/recorded)")
     group.addoption("--findings-md", metavar="PATH", help="write this run's findings table (markdown)")
+    group.addoption("--no-truncate", action="store_true",
+                    help="reject a sentence longer than the model's token limit instead of truncating it")
     group.addoption("--latest-revision", action="store_true",
                     help="load each hub model's latest revision instead of the registry's pinned one "
                          "(implies --allow-download)")
@@ -78,6 +80,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if findings and not hasattr(config, "workerinput"):  # checked at start, not after the run (issue 14)
         from .outputs import check_file
 
+        if Path(findings).suffix.lower() == ".json":
+            raise pytest.UsageError(f"--findings-md {findings}: give a markdown path (its findings.json twin is "
+                                    "written beside it, with the suffix .json)")
         try:
             for target in (Path(findings), Path(findings).with_suffix(".json")):
                 check_file(target, "--findings-md", [config.getoption("--sentences")])
@@ -109,6 +114,7 @@ def lab(pytestconfig: pytest.Config) -> Lab:
     try:
         return Lab(_model_paths(pytestconfig), pytestconfig.getoption("--device"),
                    sentences=pytestconfig.getoption("--sentences"),
+                   truncate=not pytestconfig.getoption("--no-truncate"),
                    allow_download=pytestconfig.getoption("--allow-download")
                    or pytestconfig.getoption("--latest-revision"))
     except InputError as exc:
