@@ -83,10 +83,15 @@ def spec_from_config(name: str, hub_id: str, directory: Path | None, base: Model
     if directory is not None:
         try:
             config = json.loads((directory / "config.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{directory}/config.json: unreadable ({exc})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputError(f"{directory}/config.json: unreadable ({_first_line(exc)})") from None
+        if not isinstance(config, dict):
+            raise InputError(f"{directory}/config.json: not a JSON object, so not a model config")
         layers = config.get("num_hidden_layers") or config.get("n_layers")
         hidden = config.get("hidden_size") or config.get("dim")
+        for key, value in (("num_hidden_layers", layers), ("hidden_size", hidden)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InputError(f"{directory}/config.json: {key} must be a positive integer, got {value!r}")
     if base is None:
         base = ModelSpec(name=name, hub_id=hub_id, layers=int(layers or 0), hidden_size=int(hidden or 0), marker="any_model")
     pooling = read_pooling(directory) if directory is not None else None

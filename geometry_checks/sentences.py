@@ -97,6 +97,8 @@ def load_sentence_set(path: str | Path) -> SentenceSet:
         raise _fail(path, "sentence file not found")
     if path.is_dir():
         raise _fail(path, "is a directory, not a sentence file")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise _fail(path, "is not a regular file (a FIFO or a device?); give a sentence file")
     try:
         raw = path.read_text(encoding="utf-8-sig")  # -sig: a leading BOM is dropped (issue 14)
     except (OSError, UnicodeDecodeError) as exc:

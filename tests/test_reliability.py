@@ -372,6 +372,27 @@ def test_the_sets_hash_is_that_of_its_sentences(tmp_path):
     assert load_sentence_set(tmp_path / "a.txt").sha256 == load_sentence_set(tmp_path / "b.json").sha256
 
 
+def test_a_sentence_fifo_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "s.txt"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "geometry_checks", "measure", "--sentences", str(fifo),
+                           "--out", str(tmp_path / "o.json")], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2 and "is not a regular file" in one_error_line(proc.stderr)
+
+
+@pytest.mark.parametrize(("config", "fragment"), [
+    ("[1, 2]", "not a JSON object"),
+    ('{"num_hidden_layers": "six", "hidden_size": 384}', "num_hidden_layers must be a positive integer"),
+])
+def test_a_config_that_is_not_a_config(tmp_path, capsys, monkeypatch, config, fragment):
+    d = _variant(tmp_path, "cfg", drop=("config.json",))
+    (d / "config.json").write_text(config)
+    _fail_if_loaded(monkeypatch)
+    rc, _, err = run(capsys, "measure", "--model", d, "--out", tmp_path / "o.json")
+    assert rc == 2 and fragment in one_error_line(err)
+
+
 # --------------------------------------------------------------------------- 6. options
 
 
