@@ -367,7 +367,7 @@ def test_a_byte_order_mark_is_dropped(tmp_path, suffix):
 
 
 def test_the_sets_hash_is_that_of_its_sentences(tmp_path):
-    (tmp_path / "a.txt").write_text("One two\r\nThree four\n")
+    (tmp_path / "a.txt").write_bytes("\ufeffOne two\r\nThree four\r\n".encode())
     (tmp_path / "b.json").write_text(json.dumps({"sentences": ["One two", "Three four"]}))
     assert load_sentence_set(tmp_path / "a.txt").sha256 == load_sentence_set(tmp_path / "b.json").sha256
 
