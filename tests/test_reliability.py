@@ -513,4 +513,14 @@ def test_fuzz_measure_gives_a_measurement_or_one_line(tmp_path, capsys, monkeypa
         assert json.loads(out.read_text())["curves"]
     else:
         assert rc == 2 and one_error_line(err) and not out.exists()
+    # a file that loads and whose every text has a content token is measured (degenerate or not)
+    try:
+        sentences = load_sentence_set(path)
+    except InputError:
+        return
+    from geometry_checks.streaming import content_counts
+
+    counts = content_counts(shared_minilm, C.token_ids(shared_minilm, C.texts_of(sentences)))
+    if min(counts) > 0:
+        assert rc == 0, err
     shutil.rmtree(tmp_path / "cache", ignore_errors=True)
