@@ -366,7 +366,7 @@ def check_loading_info(info: dict, spec: ModelSpec, location: str) -> None:
     # position_ids: an index buffer (arange) some checkpoints carry and transformers rebuilds
     unexpected = {k for k in info.get("unexpected_keys") or ()
                   if k not in head and k.split(".", 1)[-1] not in head and not k.endswith("position_ids")}
-    mismatched = list(info.get("mismatched_keys") or ())
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda k: str(k[0] if isinstance(k, tuple) else k))
     errors = [e for e in info.get("error_msgs") or () if e]
     if mismatched:
         first = mismatched[0]
