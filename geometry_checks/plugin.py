@@ -88,6 +88,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 check_file(target, "--findings-md", [config.getoption("--sentences")])
         except InputError as exc:
             raise pytest.UsageError(str(exc)) from None
+    recorded = config.getoption("--recorded-dir")
+    if recorded and config.getoption("--update-baselines") and os.path.lexists(recorded) \
+            and not Path(recorded).is_dir():
+        raise pytest.UsageError(f"--recorded-dir {recorded}: is not a directory")
     from . import baselines
 
     baselines.set_run_options(_run_options(config, paths))
@@ -171,7 +175,10 @@ def recorded_getter(update: bool, root: Path, notes: dict, written: list, extra_
         path = B.path_for(model, name, root)
         if (model, name) not in loaded:
             if update:
-                written.append(B.record(measurement, root))
+                try:
+                    written.append(B.record(measurement, root))
+                except InputError as exc:  # an unwritable --recorded-dir: one line, not a traceback
+                    pytest.fail(f"geometry-checks: {exc}", pytrace=False)
             try:
                 data = B.load_recorded(model, name, root)
             except InputError as exc:

@@ -180,6 +180,20 @@ def test_findings_md_unwritable_is_checked_at_start():
     assert "--findings-md /proc/geometry-checks-test/findings.md: cannot write in /proc" in text
 
 
+def test_an_unwritable_recorded_dir_fails_the_check_in_one_line(tmp_path):
+    from geometry_checks.measure import Measurement
+    from geometry_checks.plugin import recorded_getter
+
+    (tmp_path / "plain").write_text("x")
+    get = recorded_getter(True, tmp_path / "plain", {}, [])
+    m = Measurement(model="minilm", sentence_set="tiny", depths=2, curves={"token_norm": [1.0, 2.0]},
+                    provenance={"model": "minilm"})
+    with pytest.raises(pytest.fail.Exception, match="is a file, not a directory") as info:
+        get(m)
+    assert "\n" not in str(info.value)
+    assert (tmp_path / "plain").read_text() == "x"
+
+
 # --------------------------------------------------------------------------- 2. loading
 
 
