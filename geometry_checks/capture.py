@@ -856,8 +856,19 @@ def fit_to_limit(loaded: LoadedModel, sentences: SentenceSet, truncate: bool = T
     `where` the file locations of the cut texts (SentenceSet.where). Outputs then carry the
     measured text only, never the long one."""
     cuts: dict[str, str] = {}
-    for text, role in texts_of(sentences):
-        if text in cuts:
+    items = texts_of(sentences)
+    limit = loaded.max_tokens
+    if not limit:
+        return sentences, None
+    # one batched tokenizer pass over the texts short enough to be cheap; only those over
+    # the limit (and the very long ones) are looked at one by one
+    probe_len = limit * CHARS_PER_TOKEN_PROBE
+    short = [(t, r) for t, r in items if len(t) <= probe_len]
+    ids = loaded.tokenizer([_model_text(loaded.spec, t, r) for t, r in short], add_special_tokens=True,
+                           truncation=False, return_attention_mask=False, verbose=False)["input_ids"] if short else []
+    over = {key for key, seq in zip(short, ids) if len(seq) > limit}
+    for text, role in items:
+        if text in cuts or (len(text) <= probe_len and (text, role) not in over):
             continue
         try:
             cut = _cut(loaded, text, role)
@@ -868,7 +879,6 @@ def fit_to_limit(loaded: LoadedModel, sentences: SentenceSet, truncate: bool = T
     if not cuts:
         return sentences, None
     where = sentences.lines_of(cuts)
-    limit = loaded.max_tokens
     info = {"max_tokens": limit, "count": len(cuts), "where": where}
     if not truncate:
         raise InputError(f"{sentences.source or sentences.name}: {truncation_summary(info)}; "

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"measure": cmd_measure, "report": cmd_report}[args.command](args)
     except InputError as exc:
-        print(f"geometry-checks: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).splitlines())  # one line, whatever a message quotes
+        print(f"geometry-checks: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("geometry-checks: interrupted", file=sys.stderr)

@@ -109,9 +109,36 @@ NEEDS_TWO_TOKENS = {
 TWO_SENTENCES = "needs at least 2 sentences (the file has 1)"
 
 
+INFINITE = {
+    "separability_ratio": "undefined: the within-sentence scatter is 0 (no sentence has 2 content tokens)",
+}
+
+
+def _finite(value):
+    """value with every inf replaced by None; (new value, whether one was replaced)."""
+    if isinstance(value, float) and math.isinf(value):
+        return None, True
+    if isinstance(value, list):
+        out = [_finite(v) for v in value]
+        return [v for v, _ in out], any(bad for _, bad in out)
+    return value, False
+
+
 def mark_undefined(result: "Measurement", n_sentences: int) -> None:
-    """Null and a not_computed reason for every metric the set cannot define (in place)."""
+    """Null and a not_computed reason for every metric the set cannot define (in place):
+    one that needs two sentences or two tokens, and any value that came out infinite
+    (a ratio over a zero scatter), which JSON could not carry anyway."""
     nulls = [None] * result.depths
+    sections = [(result.not_computed, result.curves), (result.not_computed, result.scalars),
+                (result.not_computed, result.per_dimension), (result.not_computed, result.proj)]
+    sections += [(part.setdefault("not_computed", {}), part.get(key, {}))
+                 for part in result.by_pooling.values() for key in ("curves", "scalars", "per_dimension")]
+    for reasons, section in sections:
+        for name, value in list(section.items()):
+            clean, bad = _finite(value)
+            if bad:
+                section[name] = clean
+                reasons.setdefault(name, INFINITE.get(name, "undefined on this sentence set (an infinite value)"))
     if n_sentences < 2:
         for name in NEEDS_TWO_SENTENCES:
             result.curves[name] = list(nulls)

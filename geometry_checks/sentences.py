@@ -128,7 +128,7 @@ def _from_json(raw: str, path: Path) -> SentenceSet:
         raise _fail(path, "top level must be a JSON object with a 'sentences' list")
     unknown = set(data) - {"name", "description", "sentences", "retrieval", "pairs"}
     if unknown:
-        raise _fail(path, f"unknown field(s) {', '.join(sorted(unknown))}")
+        raise _fail(path, f"unknown field(s) {', '.join(k if k.isprintable() else repr(k) for k in sorted(unknown))}")
     sentences = data.get("sentences")
     if not isinstance(sentences, list):
         raise _fail(path, "'sentences' is required and must be a list of strings")

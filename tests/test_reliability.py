@@ -366,6 +366,23 @@ def test_one_sentence_both_paths_agree(minilm):
     assert a["curves"]["separability_ratio"] == b["curves"]["separability_ratio"] == [None] * 7
 
 
+@pytest.mark.minilm
+def test_single_token_sentences_give_null_not_infinity(minilm):
+    """Two sentences of one content token each: no within-sentence scatter, so the ratio is
+    undefined (it came out inf, and `measure --out` crashed writing it as JSON)."""
+    from geometry_checks.measure import measure
+    from geometry_checks.streaming import measure_streaming
+
+    two = SentenceSet("two", ("0", "1"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = [measure(C.capture(minilm, two), two), measure_streaming(minilm, two)]
+    for result in results:
+        assert result.curves["separability_ratio"] == [None] * 7
+        assert "within-sentence scatter is 0" in result.not_computed["separability_ratio"]
+        json.dumps(result.to_json(), allow_nan=False)
+
+
 # --------------------------------------------------------------------------- 5. text files
 
 
