@@ -1,7 +1,13 @@
 """Every claim as one parametrized check: `pytest -k late-writes` runs that claim on every
 model that has it. Article claims (CLAIMS.md IDs) run on mxbai / colbert and skip with
 instructions when their weights are absent; dense claims run on MiniLM (always), on mxbai
-when present, and on each `--model`."""
+when present, and on each `--model`.
+
+mpnet (all-mpnet-base-v2, 12 layers, the `mpnet` extra) runs every dense claim too; where a
+claim does not hold on it, the claim is a strict expected failure (claims.EXPECTED_FAILURES)
+whose reason carries the measured number, checked by test_expected_failure_reason_carries_the_measured_number."""
+import re
+
 import pytest
 
 from geometry_checks import claims as CL
@@ -23,7 +29,7 @@ def _article_params():
 def _dense_params(models):
     for model in models:
         for claim in DENSE.values():
-            marks = [getattr(pytest.mark, model if model in ("minilm", "mxbai") else "any_model")]
+            marks = [getattr(pytest.mark, model if model in ("minilm", "mpnet", "mxbai") else "any_model")]
             reason = CL.EXPECTED_FAILURES.get((model, claim.id))
             if reason:
                 marks.append(pytest.mark.xfail(reason=reason, strict=True))
@@ -48,7 +54,7 @@ def test_article_claim(claim, model, measurement_of, record_verdict):
 
 def pytest_generate_tests(metafunc):
     if metafunc.function.__name__ == "test_dense_claim":
-        models = ["minilm", "mxbai", *metafunc.config.getoption("--model")]
+        models = ["minilm", "mpnet", "mxbai", *metafunc.config.getoption("--model")]
         metafunc.parametrize(("claim", "model"), list(_dense_params(models)))
 
 
@@ -56,3 +62,16 @@ def test_dense_claim(claim, model, measurement_of, record_verdict):
     verdict = _run(lambda: CL.run_dense_check(claim, measurement_of(model), model))
     record_verdict(verdict)
     assert verdict.passed, verdict.message
+
+
+@pytest.mark.parametrize(("model", "cid"), [pytest.param(m, c, marks=getattr(pytest.mark, m),
+                                                         id=f"{m}-{c}") for m, c in CL.EXPECTED_FAILURES])
+def test_expected_failure_reason_carries_the_measured_number(model, cid, measurement_of):
+    """Each expected failure fails for the reason it states: the check fails, and the figure
+    that decides it (the relative form's where there is one) is quoted in the reason."""
+    claim = {**ARTICLE, **DENSE}[cid]
+    verdict = (CL.run_dense_check(claim, measurement_of(model), model) if cid in DENSE
+               else CL.run_article_check(claim, measurement_of))
+    assert not verdict.passed, verdict.message
+    figures = re.findall(r"\d+\.\d+", verdict.relative_form or verdict.measured)
+    assert figures and figures[0] in CL.EXPECTED_FAILURES[(model, cid)], (figures, verdict.message)
