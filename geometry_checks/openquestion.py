@@ -181,9 +181,7 @@ def answer(measurement) -> dict | None:
             return nan, nan
         return mid[d] - intra[d - 1], intra[d] - mid[d]
 
-    found = dips(intra)
-    result_dips = []
-    for d in found:
+    def block(d: int) -> dict:
         attn, ffn = steps(d)
         change = {name: classes[name][d] - classes[name][d - 1] for name in CLASSES}
         share = {name: shares[name][d] - shares[name][d - 1] for name in CLASSES}
@@ -194,7 +192,7 @@ def answer(measurement) -> dict | None:
                 for name in CLASSES
             }
         finite = {k: v for k, v in share.items() if not math.isnan(v)}
-        result_dips.append({
+        return {
             "depth": d,
             "before": intra[d - 1],
             "mid": mid[d] if mid is not None else nan,
@@ -207,8 +205,17 @@ def answer(measurement) -> dict | None:
             "share_change": share,
             "class_steps": class_steps,
             "driver": min(finite, key=finite.get) if finite else None,
-        })
-    others = [d for d in range(1, last + 1) if d not in found]
+        }
+
+    found = dips(intra)
+    result_dips = [block(d) for d in found]
+    # Without a dip: the block of the weakest rise (smallest intra[d] - intra[d-1], d in
+    # 1..L-1, where a dip could be), split the same way: where the model comes closest to
+    # the article's dip (mpnet: a stall at 7 of 12), and which sublayer holds it back.
+    stall = None
+    if not found and last >= 2:
+        stall = block(min(range(1, last), key=lambda d: (intra[d] - intra[d - 1], d)))
+    others = [d for d in range(1, last + 1) if d not in found and (stall is None or d != stall["depth"])]
     typical = {"attention_step": nan, "feed_forward_step": nan}
     if mid is not None and others:
         typical = {
@@ -223,6 +230,7 @@ def answer(measurement) -> dict | None:
         "intra": intra,
         "mid": mid,
         "dips": result_dips,
+        "weakest_rise": stall,
         "typical_steps": typical,
         "sublayers_missing": measurement.not_computed.get(INTRA + ATTN) if mid is None else None,
         "pairs": {name: measurement.scalars.get(f"pairs[{name}]") for name in CLASSES},
@@ -243,9 +251,9 @@ def _curve_text(values: list[float]) -> str:
     return ", ".join(_f(v) for v in values)
 
 
-def _dip_text(dip: dict, last: int, typical: dict) -> str:
+def _dip_text(dip: dict, last: int, typical: dict, what: str = "dip") -> str:
     d = dip["depth"]
-    text = f"dip at d={d}/{last}: intra {_f(dip['before'])} (d={d - 1}) -> {_f(dip['at'])} -> {_f(dip['after'])} (d={d + 1})"
+    text = f"{what} at d={d}/{last} (relative depth {d / last:.2f}): intra {_f(dip['before'])} (d={d - 1}) -> {_f(dip['at'])} -> {_f(dip['after'])} (d={d + 1})"
     attn, ffn = dip["attention_step"], dip["feed_forward_step"]
     if not math.isnan(attn):
         text += (
@@ -262,7 +270,7 @@ def _dip_text(dip: dict, last: int, typical: dict) -> str:
     share = ", ".join(f"[{k}] {_f(v, True)}" for k, v in dip["share_change"].items())
     text += f"; by class, d={d - 1}->{d}: {change}; pair-weighted shares of the change: {share}"
     if dip["driver"]:
-        text += f": driven by {dip['driver']} pairs"
+        text += f": {'driven' if what == 'dip' else 'held back'} by {dip['driver']} pairs"
         steps = dip["class_steps"].get(dip["driver"])
         if steps and not any(math.isnan(v) for v in steps):
             text += f" (their attention step {_f(steps[0], True)}, feed-forward step {_f(steps[1], True)})"
@@ -295,6 +303,8 @@ def open_question_row(measurement) -> dict | None:
         verdict = "answered"
     else:
         measured = f"no dip: intra_sentence_cosine is {_curve_text(a['intra'])} (d=0..{last})"
+        if a["weakest_rise"] is not None:
+            measured += "; " + _dip_text(a["weakest_rise"], last, a["typical_steps"], "weakest rise")
         verdict = "no dip"
     measured += "; " + _attractor_text(a)
     notes = [f"sentence set {a['sentence_set']}"]

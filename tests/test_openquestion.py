@@ -8,7 +8,10 @@
   feed-forward turns it into out[d];
 - the word classes, derived here independently from the tokenizer's pre-tokenizer, and
   every open-question curve of `measure(..., sublayers=True)` equal loop oracles;
-- `measure --sublayers` on a .txt file writes the curves; the open-question row and chart.
+- `measure --sublayers` on a .txt file writes the curves; the open-question row and chart;
+- on MPNet (12 layers, `attention` returns LN(attn + input), a relative position bias
+  shared by all blocks): hooks equal output_hidden_states, and `mid` re-runs from the
+  block's pieces with the encoder's position bias.
 """
 from __future__ import annotations
 
@@ -125,6 +128,22 @@ def test_row_without_a_dip_says_so_with_the_curve():
     assert row["verdict"] == "no dip" and row["claim"] == "open-question"
     assert "no dip: intra_sentence_cosine is 0.100, 0.200, 0.300, 0.400 (d=0..3)" in row["measured"]
     assert "attractor does not show" in row["measured"]  # peaks at the last depth
+
+
+def test_row_without_a_dip_splits_the_weakest_rise():
+    intra = [0.1, 0.3, 0.31, 0.5, 0.6]
+    m = _measurement(intra, [None, 0.4, 0.45, 0.6, 0.7], pca=[0.1, 0.6, 0.5, 0.3, 0.2])
+    a = OQ.answer(m)
+    assert a["dips"] == [] and a["weakest_rise"]["depth"] == 2
+    assert a["weakest_rise"]["attention_step"] == pytest.approx(0.15)
+    assert a["weakest_rise"]["feed_forward_step"] == pytest.approx(-0.14)
+    # the other blocks' mean steps leave the weakest rise out: blocks 1, 3, 4
+    assert a["typical_steps"]["attention_step"] == pytest.approx((0.3 + 0.29 + 0.2) / 3)
+    assert a["typical_steps"]["feed_forward_step"] == pytest.approx(-0.1)
+    row = OQ.open_question_row(m)
+    assert row["verdict"] == "no dip"
+    assert "weakest rise at d=2/4 (relative depth 0.50): intra 0.300 (d=1) -> 0.310 -> 0.500 (d=3)" in row["measured"]
+    assert "attractor shows: pair_cosine_all peaks at d=1/4" in row["measured"]
 
 
 def test_row_splits_a_dip_into_attention_and_feed_forward_steps():
@@ -304,6 +323,73 @@ def test_open_question_row_on_minilm_reports_measured_numbers(measured, tmp_path
     png = tmp_path / "oq.png"
     assert OQ.plot_open_question(m, png) is True
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- MPNet
+
+
+@pytest.fixture(scope="module")
+def mpnet(lab):
+    return lab.model("mpnet")
+
+
+@pytest.fixture(scope="module")
+def mpnet_captured(mpnet):
+    return C.capture(mpnet, TEXTS, method="hooks", sublayers=True)
+
+
+@pytest.mark.mpnet
+def test_mpnet_hooks_reproduce_hidden_states_exactly(mpnet, mpnet_captured):
+    """hidden_states_reliable: output_hidden_states and the hooks (with sublayers) agree bit for bit."""
+    plain = C.capture(mpnet, TEXTS, method="hidden_states")
+    assert torch.equal(mpnet_captured.states, plain.states)
+    assert mpnet_captured.states.shape[0] == 13 and mpnet_captured.sublayers["attn"].shape == plain.states.shape
+
+
+@pytest.mark.mpnet
+def test_mpnet_mid_is_block_d_post_attention_state(mpnet, mpnet_captured):
+    """MPNet: mid[d] = LN_attn(out[d-1] + Attn(out[d-1], relative position bias)) and
+    out[d] = LN_out(mid[d] + FFN(mid[d])), re-run from the block's pieces: `attention.attn`
+    (self-attention), `attention.LayerNorm`, `intermediate`, `output`. The encoder computes the
+    relative position bias once and passes it to every block; the re-run computes it again
+    for each unpadded text."""
+    mid, out = mpnet_captured.sublayers["attn"], mpnet_captured.states
+    assert torch.isnan(mid[0]).all()
+    encoder = mpnet.model.encoder
+    blocks = mpnet.model.get_submodule(mpnet.spec.blocks_module)
+    real = mpnet_captured.attn
+    for d in range(1, out.shape[0]):
+        gap_before = ((mid[d] - out[d - 1]).abs().amax(-1))[real]
+        gap_after = ((mid[d] - out[d]).abs().amax(-1))[real]
+        assert float(gap_before.min()) > 1e-2 and float(gap_after.min()) > 1e-2, d
+        block = blocks[d - 1]
+        with torch.inference_mode():
+            ffn = block.output(block.intermediate(mid[d]), mid[d])
+            np.testing.assert_allclose(ffn.numpy()[real.numpy()], out[d].numpy()[real.numpy()], atol=1e-4)
+            for n in range(len(TEXTS.sentences)):  # one unpadded text at a time: no mask needed
+                width = int(real[n].sum())
+                x = out[d - 1][n : n + 1, :width]
+                bias = encoder.compute_position_bias(x)
+                attn = block.attention.attn(x, None, bias)[0]
+                again = block.attention.LayerNorm(attn + x)
+                np.testing.assert_allclose(again[0].numpy(), mid[d][n, :width].numpy(), atol=1e-4)
+                # and without the position bias the state is measurably different: it is used
+                plain = block.attention.LayerNorm(block.attention.attn(x, None, None)[0] + x)
+                assert float((plain - again).abs().max()) > 1e-3
+
+
+@pytest.mark.mpnet
+def test_open_question_row_on_mpnet_reports_measured_numbers(mpnet_captured):
+    with pytest.warns(UserWarning, match="'Hi': fewer than 2 content tokens"):
+        m = measure(mpnet_captured, TEXTS, sublayers=True)
+    row = OQ.open_question_row(m)
+    a = OQ.answer(m)
+    assert row["model"] == "mpnet" and row["verdict"] in ("answered", "no dip")
+    where = a["dips"][0] if a["dips"] else a["weakest_rise"]
+    d = where["depth"]
+    assert f"at d={d}/12 (relative depth {d / 12:.2f})" in row["measured"]
+    assert where["attention_step"] + where["feed_forward_step"] == pytest.approx(where["at"] - where["before"])
+    assert "attractor" in row["measured"] and f"d={a['peak_depth']}/12" in row["measured"]
 
 
 # --------------------------------------------------------------------------- stand-in
