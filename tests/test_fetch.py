@@ -292,6 +292,7 @@ def test_cli_reports_a_missing_part_in_one_line_with_exit_2(spec, cache, parts, 
     assert not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.mpnet
 def test_the_installed_parts_are_found_through_package_metadata():
     """The real mpnet parts (the `mpnet` extra), located without a hard-coded path."""
     spec = MODELS["mpnet"]
