@@ -6,8 +6,13 @@ backend), one PNG per chart. Conventions, the same on every chart:
 - measured curves solid, published curves (the article's mxbai-embed-large-v1 and
   jina-colbert-v2, `baselines/published/embedding-layers.json`) dashed;
 - the title names the model(s) and the sentence set;
-- the depth axis is relative (depth / L) as soon as curves of models with different
-  depth counts share a chart (MiniLM L=6 against the article's L=24), absolute otherwise.
+- every per-depth chart overlays all measured models on relative depth (x = depth / L,
+  0 = embeddings, 1 = last block), so MiniLM's 6 blocks, MPNet's 12 and the article's 24
+  share one axis; the colour is the model's where a chart shows one quantity, the
+  quantity's (and the marker the model's) where it shows several.
+
+Two charts are per model, not per depth: the per-dimension correlation histogram and the
+token trajectory (and the open question's chart, drawn by geometry_checks/openquestion.py).
 
 A chart whose metric was not computed (no pairs, no retrieval items, ...) is not drawn:
 its draw function raises `NotDrawn` with the reason, which the report lists as a note.
@@ -25,7 +30,6 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from . import claims as CL
 
@@ -83,11 +87,30 @@ def slug(name: str) -> str:
 
 # --------------------------------------------------------------------------- drawing helpers
 
+# Per-depth charts overlay every measured model: where a chart has one quantity, the
+# colour is the model's; where it has several (within vs cross cosine, easy vs hard
+# recall, ...), the colour is the quantity's and the marker the model's.
+MODEL_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
+MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+PUBLISHED_COLOR = "black"
+
+
+def _model_color(i: int) -> str:
+    return MODEL_COLORS[i % len(MODEL_COLORS)]
+
+
+def _marker(i: int) -> str:
+    return MODEL_MARKERS[i % len(MODEL_MARKERS)]
+
 
 def _figure(width: float = 7.6, height: float = 5.4) -> tuple[Figure, object]:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
+
+
+def _names(reports: list[ModelReport]) -> str:
+    return ", ".join(r.name for r in reports)
 
 
 def _title(ax, what: str, models: str, sentence_set: str, published: str | None) -> None:
@@ -97,46 +120,37 @@ def _title(ax, what: str, models: str, sentence_set: str, published: str | None)
     ax.set_title(f"{what}\n{line}", fontsize=10)
 
 
-def _relative(series: list[Series]) -> bool:
-    return len({s.n_depths for s in series}) > 1
+def _x(depth: int, n_depths: int) -> float:
+    """Relative depth: depth / L (0 = embeddings, 1 = last block)."""
+    return depth / max(n_depths - 1, 1)
 
 
-def _x(depth: int, n_depths: int, relative: bool) -> float:
-    return depth / (n_depths - 1) if relative else depth
-
-
-def _depth_axis(ax, relative: bool, last: int | None = None) -> None:
-    if relative:
-        ax.set_xlabel("relative depth (depth / L; 0 = embeddings, 1 = last block)")
-        ax.set_xlim(-0.03, 1.03)
-    else:
-        ax.set_xlabel("depth (0 = embeddings)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def _depth_axis(ax) -> None:
+    ax.set_xlabel("relative depth (depth / L; 0 = embeddings, 1 = last block)")
+    ax.set_xlim(-0.03, 1.03)
 
 
 def _finite(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def _lines(ax, series: list[Series], ylabel: str) -> bool:
-    """Draw the series; raise NotDrawn if no measured series has a value."""
+def _lines(ax, series: list[Series], ylabel: str) -> None:
+    """Draw the series on relative depth; raise NotDrawn if no measured series has a value."""
     if not any(_finite(v) for s in series if not s.published for v in s.values):
         raise NotDrawn("no measured value")
-    relative = _relative(series)
     for s in series:
         depths = s.depths if s.depths is not None else range(len(s.values))
-        pts = [(_x(d, s.n_depths, relative), v) for d, v in zip(depths, s.values) if _finite(v)]
+        pts = [(_x(d, s.n_depths), v) for d, v in zip(depths, s.values) if _finite(v)]
         if not pts:
             continue
         xs, ys = zip(*pts)
         ax.plot(xs, ys, linestyle="--" if s.published else "-", color=s.color, label=s.label,
                 marker=s.marker, markersize=3.5 if s.published else 4, linewidth=1.3 if s.published else s.width,
                 alpha=s.alpha, zorder=2 if s.published else 3)  # measured drawn over published
-    _depth_axis(ax, relative)
+    _depth_axis(ax)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.25)
     _legend(ax)
-    return relative
 
 
 def _legend(ax) -> None:
@@ -146,6 +160,24 @@ def _legend(ax) -> None:
     ncol = max(1, min(len(labels), 5 if short else 2))
     ax.legend(handles, labels, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol,
               frameon=False)
+
+
+def _per_model(reports: list[ModelReport], fn: Callable, omitted: list | None) -> list[Series]:
+    """fn(i, report) -> that model's series, for every model. A model whose metric was not
+    computed is left out of the chart and noted in `omitted` as (model, reason); when no
+    model has the metric, the chart is not drawn (NotDrawn with the reason)."""
+    out, missing = [], []
+    for i, r in enumerate(reports):
+        try:
+            out += fn(i, r)
+        except NotDrawn as exc:
+            missing.append((r.name, str(exc)))
+    if not out:
+        reasons = list(dict.fromkeys(why for _, why in missing))
+        raise NotDrawn(reasons[0] if len(reasons) == 1 else "; ".join(f"{n}: {why}" for n, why in missing))
+    if omitted is not None:
+        omitted += missing
+    return out
 
 
 def _curve(m, name: str, pooling: str = "mean") -> list:
@@ -168,15 +200,11 @@ def _pub_depths(ctx: ChartContext, model: str) -> int:
     return ctx.published.get(model, {}).get("depths", 25)
 
 
-def _pub_label(ctx: ChartContext, model: str) -> str:
-    return f"{model} (published)"
-
-
 def _pub_series(ctx, model, name, label, color) -> list[Series]:
     values = _pub_curve(ctx, model, name)
     if values is None:
         return []
-    return [Series(values, _pub_depths(ctx, model), label, color, published=True)]
+    return [Series(values, _pub_depths(ctx, model), label, color, published=True, marker=None)]
 
 
 def _pair_name(m) -> str:
@@ -193,89 +221,95 @@ def _own_pooling(m) -> str | None:
     return own if own and own != "mean" and own in m.by_pooling else None
 
 
+def _is_colbert(r: ModelReport) -> bool:
+    return r.name == "colbert" or r.measurement.provenance.get("family") == "colbert"
+
+
 # --------------------------------------------------------------------------- the charts
+# Per-depth charts take every measured model (`reports`) and overlay them on relative
+# depth; `omitted` collects (model, reason) for a model left out of a chart.
 
 
-def chart_cosine(ctx: ChartContext, r: ModelReport):
+def chart_cosine(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Within-sentence vs cross-sentence token cosine by depth (the article's first chart)."""
-    m = r.measurement
-    fig, ax = _figure()
-    series = [
-        Series(_curve(m, "intra_sentence_cosine"), m.depths, f"{r.name} within-sentence (intra)", "tab:blue"),
-        Series(_curve(m, "cross_sentence_cosine"), m.depths, f"{r.name} cross-sentence baseline", "tab:orange"),
-        *_pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai within-sentence (published)", "tab:blue"),
-        *_pub_series(ctx, "mxbai", "cross_sentence_cosine", "mxbai cross-sentence (published)", "tab:orange"),
-    ]
+
+    def one(i, r):
+        m = r.measurement
+        return [Series(_curve(m, "intra_sentence_cosine"), m.depths, f"{r.name} within-sentence (intra)",
+                       "tab:blue", marker=_marker(i)),
+                Series(_curve(m, "cross_sentence_cosine"), m.depths, f"{r.name} cross-sentence baseline",
+                       "tab:orange", marker=_marker(i))]
+
+    series = _per_model(reports, one, omitted)
+    series += [*_pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai within-sentence (published)", "tab:blue"),
+               *_pub_series(ctx, "mxbai", "cross_sentence_cosine", "mxbai cross-sentence (published)", "tab:orange")]
     published = "the article's mxbai"
-    if r.name == "colbert" or m.provenance.get("family") == "colbert":  # its own published curve too
+    if any(_is_colbert(r) for r in reports):  # its own published curve too
         series += _pub_series(ctx, "colbert", "intra_sentence_cosine", "jina-colbert-v2 within-sentence (published)",
                               "tab:red")
         published = "the article's mxbai and jina-colbert-v2"
+    fig, ax = _figure()
     _lines(ax, series, "mean token cosine")
-    _title(ax, "Within- vs cross-sentence token cosine", r.name, ctx.sentence_set, published)
+    _title(ax, "Within- vs cross-sentence token cosine", _names(reports), ctx.sentence_set, published)
     return fig
 
 
-def chart_pca_steps(ctx: ChartContext, r: ModelReport):
+def chart_pca_steps(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Mean token step per depth in fixed depth-0 PCA axes vs PCA refitted at every depth."""
-    m = r.measurement
+
+    def one(i, r):
+        m = r.measurement
+        return [Series(_curve(m, "fixed_pca_step"), m.depths, f"{r.name} fixed depth-0 axes", "tab:blue",
+                       marker=_marker(i)),
+                Series(_curve(m, "refit_pca_step"), m.depths, f"{r.name} PCA refitted per depth", "tab:red",
+                       marker=_marker(i))]
+
+    series = _per_model(reports, one, omitted)
+    series += [*_pub_series(ctx, "mxbai", "fixed_pca_step", "mxbai fixed axes (published)", "tab:blue"),
+               *_pub_series(ctx, "mxbai", "refit_pca_step", "mxbai refitted (published)", "tab:red")]
     fig, ax = _figure()
-    series = [
-        Series(_curve(m, "fixed_pca_step"), m.depths, f"{r.name} fixed depth-0 axes", "tab:blue"),
-        Series(_curve(m, "refit_pca_step"), m.depths, f"{r.name} PCA refitted per depth", "tab:red"),
-        *_pub_series(ctx, "mxbai", "fixed_pca_step", "mxbai fixed axes (published)", "tab:blue"),
-        *_pub_series(ctx, "mxbai", "refit_pca_step", "mxbai refitted (published)", "tab:red"),
-    ]
     _lines(ax, series, "mean step into this depth (PCA units, log scale)")
     ax.set_yscale("log")
     values = [v for s in series for v in s.values if _finite(v) and v > 0]
     ax.set_ylim(min(values) / 1.5, max(values) * 1.5)
-    _title(ax, "Fixed vs refitted PCA: apparent token step per depth", r.name, ctx.sentence_set,
+    _title(ax, "Fixed vs refitted PCA: apparent token step per depth", _names(reports), ctx.sentence_set,
            "the article's mxbai")
     return fig
 
 
-def _bars(ax, counts: list, n_depths: int, relative: bool, label: str, color: str, published: bool) -> None:
+def _fractions(counts: list) -> list:
     total = sum(c for c in counts if c) or 1
-    width = (0.8 / (n_depths - 1)) if relative else 0.8
-    xs = [_x(d, n_depths, relative) for d in range(len(counts))]
-    ys = [(c or 0) / total for c in counts]
-    if published:
-        ax.bar(xs, ys, width=width, fill=False, edgecolor=color, linestyle="--", linewidth=1.1, label=label,
-               zorder=2)
-    else:
-        ax.bar(xs, ys, width=width, color=color, alpha=0.75, label=label, zorder=1)
+    return [(c or 0) / total for c in counts]
 
 
-def chart_write_depth(ctx: ChartContext, r: ModelReport):
+def chart_write_depth(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Where each dimension of the pooled vector gets its largest write (fraction of dims per depth)."""
-    m = r.measurement
-    counts = _curve(m, "write_depth_histogram")
+
+    def one(i, r):
+        m = r.measurement
+        counts = _curve(m, "write_depth_histogram")
+        frac = m.scalars.get("late_write_fraction")
+        label = f"{r.name} (L={m.last}, {sum(counts)} dims" + (
+            f"; last two depths: {frac:.0%})" if frac is not None else ")")
+        return [Series(_fractions(counts), m.depths, label, _model_color(i), marker=_marker(i))]
+
+    series = _per_model(reports, one, omitted)
     pub = _pub_curve(ctx, "mxbai", "write_depth_histogram")
-    pub_n = _pub_depths(ctx, "mxbai")
-    relative = pub is not None and pub_n != m.depths
-    fig, ax = _figure()
-    frac = m.scalars.get("late_write_fraction")
-    _bars(ax, counts, m.depths, relative,
-          f"{r.name} ({sum(counts)} dims; last two depths: {frac:.0%})" if frac is not None else r.name,
-          "tab:blue", False)
     if pub is not None:
         n = len(pub) - 1
-        _bars(ax, pub, pub_n, relative, f"mxbai (published: {pub[-1]} dims at {n}, {pub[-2]} at {n - 1} "
-              f"of {sum(pub)})", "black", True)
-    _depth_axis(ax, relative)
-    if relative:
-        ax.set_xlim(-0.1, 1.1)
-    ax.set_ylabel("fraction of dimensions written most here")
-    ax.grid(alpha=0.25, axis="y")
-    _legend(ax)
-    _title(ax, "Write depth of each pooled dimension (mean pool)", r.name, ctx.sentence_set,
+        series.append(Series(_fractions(pub), _pub_depths(ctx, "mxbai"),
+                             f"mxbai (published: {pub[-1]} dims at {n}, {pub[-2]} at {n - 1} of {sum(pub)})",
+                             PUBLISHED_COLOR, published=True, marker=None))
+    fig, ax = _figure()
+    _lines(ax, series, "fraction of dimensions written most at this depth")
+    _title(ax, "Write depth of each pooled dimension (mean pool)", _names(reports), ctx.sentence_set,
            "the article's mxbai" if pub is not None else None)
     return fig
 
 
 def chart_dim_correlation(ctx: ChartContext, r: ModelReport):
-    """Histogram of per-dimension Pearson r between the depth-0 and depth-L pools."""
+    """Histogram of per-dimension Pearson r between the depth-0 and depth-L pools (one model:
+    not a per-depth chart)."""
     m = r.measurement
     values = m.per_dimension.get("dim_correlation")
     if values is None:
@@ -312,32 +346,37 @@ def chart_dim_correlation(ctx: ChartContext, r: ModelReport):
     return fig
 
 
-DIM_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")
-
-
-def chart_discriminative_dims(ctx: ChartContext, r: ModelReport):
+def chart_discriminative_dims(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """The top-5 dimensions separating a pair at depth L, each as a fraction of its final gap."""
-    m = r.measurement
-    pair = _pair_name(m)
-    dd = m.discriminative_dims[pair]
-    fig, ax = _figure()
-    series = []
-    for i, (dim, curve, half) in enumerate(zip(dd["dims"], dd["curves"], dd["half_rise"])):
-        final = curve[-1] or 1.0
-        series.append(Series([v / final if _finite(v) else None for v in curve], m.depths,
-                             f"{r.name} dim {dim} (half-rise at {half})", DIM_COLORS[i % 5]))
+    halves = []  # (x, y, color, marker) of each half-rise point
+
+    def one(i, r):
+        m = r.measurement
+        pair = _pair_name(m)
+        dd = m.discriminative_dims[pair]
+        out = []
+        for j, (curve, half) in enumerate(zip(dd["curves"], dd["half_rise"])):
+            final = curve[-1] or 1.0
+            values = [v / final if _finite(v) else None for v in curve]
+            label = f"{r.name} top-5 dims {dd['dims']} (half-rise at {dd['half_rise']})" if j == 0 else None
+            out.append(Series(values, m.depths, label, _model_color(i), marker=_marker(i), width=1.2))
+            if _finite(values[half]):
+                halves.append((_x(half, m.depths), values[half], _model_color(i), _marker(i)))
+        return out
+
+    series = _per_model(reports, one, omitted)
+    pair = _pair_name(next(r.measurement for r in reports if r.measurement.discriminative_dims))
     pub = ctx.published.get("mxbai", {}).get(f"discriminative_dims[{pair}]")
-    if pub:
-        for j, (dim, curve) in enumerate(pub.items()):
-            series.append(Series([v / curve[-1] for v in curve], _pub_depths(ctx, "mxbai"),
-                                 "mxbai top-5 (published)" if j == 0 else None, "0.45", published=True,
-                                 marker=None))
-    relative = _lines(ax, series, "|a - b| as a fraction of its value at L")
-    for s, half in zip(series, dd["half_rise"]):
-        ax.plot([_x(half, m.depths, relative)], [s.values[half]], marker="D", color=s.color, markersize=6,
-                markeredgecolor="black", linestyle="none")
+    for j, curve in enumerate((pub or {}).values()):
+        series.append(Series([v / curve[-1] for v in curve], _pub_depths(ctx, "mxbai"),
+                             "mxbai top-5 (published)" if j == 0 else None, "0.45", published=True, marker=None))
+    fig, ax = _figure()
+    _lines(ax, series, "|a - b| as a fraction of its value at L")
+    for x, y, color, marker in halves:
+        ax.plot([x], [y], marker="*", color=color, markersize=10, markeredgecolor="black", linestyle="none",
+                zorder=4)
     ax.axhline(0.5, color="0.5", linewidth=0.8, linestyle=":")
-    _title(ax, f"Top-5 dimensions separating the {pair} pair (mean pool; diamonds: half-rise)", r.name,
+    _title(ax, f"Top-5 dimensions separating the {pair} pair (mean pool; stars: half-rise)", _names(reports),
            ctx.sentence_set, "the article's mxbai" if pub else None)
     return fig
 
@@ -345,36 +384,44 @@ def chart_discriminative_dims(ctx: ChartContext, r: ModelReport):
 BAND_COLORS = {0: "tab:blue", 64: "tab:orange", 128: "tab:green", 256: "tab:red", 512: "tab:purple"}
 
 
-def chart_bands(ctx: ChartContext, r: ModelReport):
-    """Matryoshka band cosine of a pair by depth (one line per band of dimensions)."""
-    m = r.measurement
-    pair = _pair_name(m)
-    prefix = f"band_cosine[{pair},"
-    names = [n for n in m.curves if n.startswith(prefix)]
-    if not names:
-        raise NotDrawn(f"band_cosine[{pair}] not computed")
-    series = []
-    for n in names:
-        band = n[len(prefix):-1]
-        lo = int(band.split(":")[0])
-        series.append(Series(m.curves[n], m.depths, f"{r.name} dims {band}", BAND_COLORS.get(lo, "0.3")))
+def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
+    """Matryoshka band cosine of a pair by depth (one line per band of dimensions and model)."""
+
+    def one(i, r):
+        m = r.measurement
+        pair = _pair_name(m)
+        prefix = f"band_cosine[{pair},"
+        names = [n for n in m.curves if n.startswith(prefix)]
+        if not names:
+            raise NotDrawn(f"band_cosine[{pair}] not computed")
+        out = []
+        for n in names:
+            band = n[len(prefix):-1]
+            lo = int(band.split(":")[0])
+            out.append(Series(m.curves[n], m.depths, f"{r.name} dims {band}", BAND_COLORS.get(lo, "0.3"),
+                              marker=_marker(i)))
+        return out
+
+    series = _per_model(reports, one, omitted)
+    pair = _pair_name(next(r.measurement for r in reports if r.measurement.discriminative_dims))
     pub = ctx.published.get("mxbai", {}).get(f"band_cosine[{pair}]")
     for band, s in (pub or {}).items():
         lo = int(band.split(":")[0])
         series.append(Series(s["values"], _pub_depths(ctx, "mxbai"), f"mxbai dims {band} (published)",
-                             BAND_COLORS.get(lo, "0.3"), published=True, depths=s["depths"]))
+                             BAND_COLORS.get(lo, "0.3"), published=True, depths=s["depths"], marker=None))
     fig, ax = _figure()
     _lines(ax, series, "cosine of the pair's pooled band")
-    _title(ax, f"Matryoshka bands: cosine of the {pair} pair per band of dimensions", r.name,
+    _title(ax, f"Matryoshka bands: cosine of the {pair} pair per band of dimensions", _names(reports),
            ctx.sentence_set, "the article's mxbai" if pub else None)
     return fig
 
 
-def chart_separability(ctx: ChartContext, r: ModelReport):
+def chart_separability(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Between-sentence spread over within-sentence scatter, by depth."""
-    m = r.measurement
-    series = [Series(_curve(m, "separability_ratio"), m.depths, f"{r.name} (measured)", "tab:blue"),
-              *_pub_series(ctx, "mxbai", "separability_ratio", "mxbai (published)", "tab:blue")]
+    series = _per_model(reports, lambda i, r: [
+        Series(_curve(r.measurement, "separability_ratio"), r.measurement.depths, f"{r.name} (L={r.measurement.last})",
+               _model_color(i), marker=_marker(i))], omitted)
+    series += _pub_series(ctx, "mxbai", "separability_ratio", "mxbai (published)", PUBLISHED_COLOR)
     colbert = ctx.published.get("colbert", {}).get("scalars", {}).get("separability_ratio_at_24")
     if colbert is not None:
         n = _pub_depths(ctx, "colbert")
@@ -383,7 +430,7 @@ def chart_separability(ctx: ChartContext, r: ModelReport):
     fig, ax = _figure()
     _lines(ax, series, "separability ratio (log scale)")
     ax.set_yscale("log")
-    _title(ax, "Sentence separability by depth", r.name, ctx.sentence_set, "the article's mxbai")
+    _title(ax, "Sentence separability by depth", _names(reports), ctx.sentence_set, "the article's mxbai")
     return fig
 
 
@@ -403,93 +450,104 @@ def _recall_names(m) -> list[tuple[str, str]]:
 RECALL_COLORS = {"easy": "tab:green", "hard": "tab:red"}
 
 
-def chart_recall(ctx: ChartContext, r: ModelReport):
+def chart_recall(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Easy and hard retrieval recall by depth (pooled vectors at every depth)."""
-    m = r.measurement
-    names = _recall_names(m)
-    if not names:
-        raise NotDrawn(f"recall_at_k not computed ({m.not_computed.get('recall_at_k', 'not measured')})")
-    own = _own_pooling(m)
-    series = []
     extra = ["tab:blue", "tab:purple", "tab:brown"]
-    for i, (kind, name) in enumerate(names):
-        color = RECALL_COLORS.get(kind, extra[i % 3])
-        k = name.rstrip("]").split(",")[1]
-        series.append(Series(m.curves[name], m.depths, f"{r.name} {kind} Recall@{k} (mean pool)", color))
-        if own:
-            values = m.by_pooling[own]["curves"].get(name)
-            if values:
-                series.append(Series(values, m.depths, f"{r.name} {kind} Recall@{k} ({own} pool)", color,
-                                     marker="s", width=1.0, alpha=0.6))
+
+    def one(i, r):
+        m = r.measurement
+        names = _recall_names(m)
+        if not names:
+            raise NotDrawn(f"recall_at_k not computed ({m.not_computed.get('recall_at_k', 'not measured')})")
+        own = _own_pooling(m)
+        out = []
+        for j, (kind, name) in enumerate(names):
+            color = RECALL_COLORS.get(kind, extra[j % 3])
+            k = name.rstrip("]").split(",")[1]
+            out.append(Series(m.curves[name], m.depths, f"{r.name} {kind} Recall@{k} (mean pool)", color,
+                              marker=_marker(i)))
+            if own:
+                values = m.by_pooling[own]["curves"].get(name)
+                if values:
+                    out.append(Series(values, m.depths, f"{r.name} {kind} Recall@{k} ({own} pool)", color,
+                                      marker=_marker(i), width=1.0, alpha=0.5))
+        return out
+
+    series = _per_model(reports, one, omitted)
     series += _pub_series(ctx, "mxbai", "recall_at_k[easy,3]", "mxbai easy Recall@3 (published)", "tab:green")
     series += _pub_series(ctx, "mxbai", "recall_at_k[hard,1]", "mxbai hard Recall@1 (published)", "tab:red")
     fig, ax = _figure()
     _lines(ax, series, "recall")
     ax.set_ylim(-0.05, 1.05)
-    _title(ax, "Retrieval recall by depth: easy vs hard items", r.name, ctx.sentence_set, "the article's mxbai")
+    _title(ax, "Retrieval recall by depth: easy vs hard items", _names(reports), ctx.sentence_set,
+           "the article's mxbai")
     return fig
 
 
 PAIR_COLORS = {"negation": "tab:blue", "role_reversal": "tab:red"}
 
 
-def chart_pairs(ctx: ChartContext, r: ModelReport):
+def chart_pairs(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Mean-pool cosine of each contrast pair (negation, role reversal) by depth."""
-    m = r.measurement
-    names = [n for n in m.curves if n.startswith("pair_cosine[")]
-    if not names:
-        raise NotDrawn(f"pair_cosine not computed ({m.not_computed.get('pair_cosine', 'the sentence file has no pairs')})")
-    own = _own_pooling(m)
     extra = ["tab:green", "tab:purple", "tab:brown", "tab:olive"]
-    series = []
-    for i, n in enumerate(names):
-        pair = n[len("pair_cosine["):-1]
-        color = PAIR_COLORS.get(pair, extra[i % 4])
-        series.append(Series(m.curves[n], m.depths, f"{r.name} {pair} (mean pool)", color))
-        if own and n in m.by_pooling[own]["curves"]:
-            series.append(Series(m.by_pooling[own]["curves"][n], m.depths, f"{r.name} {pair} ({own} pool)", color,
-                                 marker="s", width=1.0, alpha=0.6))
+
+    def one(i, r):
+        m = r.measurement
+        names = [n for n in m.curves if n.startswith("pair_cosine[")]
+        if not names:
+            raise NotDrawn(f"pair_cosine not computed "
+                           f"({m.not_computed.get('pair_cosine', 'the sentence file has no pairs')})")
+        own = _own_pooling(m)
+        out = []
+        for j, n in enumerate(names):
+            pair = n[len("pair_cosine["):-1]
+            color = PAIR_COLORS.get(pair, extra[j % 4])
+            out.append(Series(m.curves[n], m.depths, f"{r.name} {pair} (mean pool)", color, marker=_marker(i)))
+            if own and n in m.by_pooling[own]["curves"]:
+                out.append(Series(m.by_pooling[own]["curves"][n], m.depths, f"{r.name} {pair} ({own} pool)", color,
+                                  marker=_marker(i), width=1.0, alpha=0.5))
+        return out
+
+    series = _per_model(reports, one, omitted)
     series += _pub_series(ctx, "mxbai", "pair_cosine[negation]", "mxbai negation (published)", "tab:blue")
     series += _pub_series(ctx, "mxbai", "pair_cosine[role_reversal]", "mxbai role_reversal (published)", "tab:red")
     fig, ax = _figure()
     _lines(ax, series, "cosine of the two sentences' pooled vectors")
-    _title(ax, "Negation vs role-reversal pair cosine by depth", r.name, ctx.sentence_set, "the article's mxbai")
+    _title(ax, "Negation vs role-reversal pair cosine by depth", _names(reports), ctx.sentence_set,
+           "the article's mxbai")
     return fig
 
 
-def chart_cls_alignment(ctx: ChartContext, r: ModelReport):
+def chart_cls_alignment(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Cosine of the CLS vector with the mean pool, by depth."""
-    m = r.measurement
-    series = [Series(_curve(m, "cls_mean_alignment"), m.depths, f"{r.name} (measured)", "tab:purple"),
-              *_pub_series(ctx, "mxbai", "cls_mean_alignment", "mxbai (published)", "tab:purple")]
+    series = _per_model(reports, lambda i, r: [
+        Series(_curve(r.measurement, "cls_mean_alignment"), r.measurement.depths, f"{r.name} (L={r.measurement.last})",
+               _model_color(i), marker=_marker(i))], omitted)
+    series += _pub_series(ctx, "mxbai", "cls_mean_alignment", "mxbai (published)", PUBLISHED_COLOR)
     fig, ax = _figure()
     _lines(ax, series, "cosine(CLS, mean pool)")
-    _title(ax, "CLS alignment with the mean pool by depth", r.name, ctx.sentence_set, "the article's mxbai")
+    _title(ax, "CLS alignment with the mean pool by depth", _names(reports), ctx.sentence_set, "the article's mxbai")
     return fig
 
 
-MODEL_COLORS = ("tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
-
-
-def chart_dense_vs_colbert(ctx: ChartContext, reports: list[ModelReport]):
+def chart_dense_vs_colbert(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Within-sentence cosine of every measured model against the article's dense and ColBERT curves."""
-    series = []
     fixed = {"mxbai": "tab:blue", "colbert": "tab:red"}
-    for i, r in enumerate(reports):
-        m = r.measurement
-        if not _has(m, "intra_sentence_cosine"):
-            continue
-        color = fixed.get(r.name, MODEL_COLORS[i % len(MODEL_COLORS)])
-        series.append(Series(m.curves["intra_sentence_cosine"], m.depths, f"{r.name} (measured, L={m.last})", color))
+    series = _per_model(reports, lambda i, r: [
+        Series(_curve(r.measurement, "intra_sentence_cosine"), r.measurement.depths,
+               f"{r.name} (measured, L={r.measurement.last})", fixed.get(r.name, MODEL_COLORS[(i + 1) % 7]),
+               marker=_marker(i))], omitted)
     series += _pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai, dense (published, L=24)", "tab:blue")
     series += _pub_series(ctx, "colbert", "intra_sentence_cosine", "jina-colbert-v2, ColBERT (published, L=24)",
                           "tab:red")
     fig, ax = _figure()
     _lines(ax, series, "within-sentence token cosine")
-    names = ", ".join(r.name for r in reports)
-    _title(ax, "Dense vs ColBERT: within-sentence token cosine", names, ctx.sentence_set,
+    _title(ax, "Dense vs ColBERT: within-sentence token cosine", _names(reports), ctx.sentence_set,
            "the article's mxbai and jina-colbert-v2")
     return fig
+
+
+TOKEN_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
 
 
 def chart_trajectory(ctx: ChartContext, r: ModelReport):
@@ -500,7 +558,7 @@ def chart_trajectory(ctx: ChartContext, r: ModelReport):
     fig, ax = _figure(7.6, 6.0)
     last = len(t["paths"][0]) - 1
     for i, (token, path) in enumerate(zip(t["tokens"], t["paths"])):
-        color = MODEL_COLORS[i % len(MODEL_COLORS)] if i >= 5 else DIM_COLORS[i]
+        color = TOKEN_COLORS[i % len(TOKEN_COLORS)]
         xs, ys = [p[0] for p in path], [p[1] for p in path]
         ax.plot(xs, ys, "-", color=color, linewidth=1.6, alpha=0.85, label=f"'{token}'")
         ax.scatter(xs[1:-1], ys[1:-1], s=14, color=color, zorder=3)
@@ -522,22 +580,25 @@ def chart_trajectory(ctx: ChartContext, r: ModelReport):
 
 @dataclass(frozen=True)
 class ChartSpec:
+    """One chart: `overlay` charts are per-depth and drawn once for every measured model
+    (`draw(ctx, reports, omitted)`, file `<key>.png`); the others once per model
+    (`draw(ctx, report)`, file `<model>-<key>.png`)."""
+
     key: str
     title: str
     draw: Callable
     caption: str
+    overlay: bool = True
 
 
-PER_MODEL: tuple[ChartSpec, ...] = (
+OVERLAY: tuple[ChartSpec, ...] = (
     ChartSpec("cosine", "Within- vs cross-sentence cosine", chart_cosine,
               "mean cosine between a sentence's content tokens (intra) and between tokens of different "
               "sentences (cross); the gap is the sentence signal"),
     ChartSpec("pca-steps", "Fixed vs refit PCA step", chart_pca_steps,
               "mean token step into each depth in fixed depth-0 PCA axes vs axes refitted per depth (log scale)"),
     ChartSpec("write-depth", "Write-depth histogram", chart_write_depth,
-              "fraction of pooled dimensions whose largest change happens in each depth"),
-    ChartSpec("dim-correlation", "Per-dimension correlation histogram", chart_dim_correlation,
-              "per dimension, Pearson r of the pooled value at depth 0 vs depth L across sentences"),
+              "fraction of pooled dimensions whose largest change happens at each depth"),
     ChartSpec("discriminative-dims", "Top-5 discriminative dimensions", chart_discriminative_dims,
               "the 5 dimensions with the largest pair gap at L, each over depth as a fraction of its final gap"),
     ChartSpec("matryoshka-bands", "Matryoshka band cosine", chart_bands,
@@ -550,12 +611,17 @@ PER_MODEL: tuple[ChartSpec, ...] = (
               "cosine of each contrast pair's pooled vectors"),
     ChartSpec("cls-alignment", "CLS alignment", chart_cls_alignment,
               "cosine between the CLS vector and the mean pool"),
-    ChartSpec("token-trajectory", "Token trajectory in fixed depth-0 PCA axes", chart_trajectory,
-              "a few tokens of one sentence projected at every depth onto the depth-0 PCA axes"),
+    ChartSpec("dense-vs-colbert", "Dense vs ColBERT within-sentence cosine", chart_dense_vs_colbert,
+              "within-sentence cosine of every measured model against the article's dense (mxbai) and "
+              "ColBERT curves"),
 )
-DENSE_VS_COLBERT = ChartSpec("dense-vs-colbert", "Dense vs ColBERT within-sentence cosine", chart_dense_vs_colbert,
-                             "within-sentence cosine of every measured model on relative depth, against the "
-                             "article's dense (mxbai) and ColBERT curves")
+PER_MODEL: tuple[ChartSpec, ...] = (
+    ChartSpec("dim-correlation", "Per-dimension correlation histogram", chart_dim_correlation,
+              "per dimension, Pearson r of the pooled value at depth 0 vs depth L across sentences", overlay=False),
+    ChartSpec("token-trajectory", "Token trajectory in fixed depth-0 PCA axes", chart_trajectory,
+              "a few tokens of one sentence projected at every depth onto the depth-0 PCA axes", overlay=False),
+)
+CHARTS: tuple[ChartSpec, ...] = OVERLAY + PER_MODEL
 
 
 def _save(fig, path: Path) -> None:
@@ -565,29 +631,38 @@ def _save(fig, path: Path) -> None:
 
 def draw_all(reports: list[ModelReport], ctx: ChartContext, out: Path, extra: list | None = None
              ) -> tuple[list[dict], list[dict]]:
-    """Every chart for every model: (charts written, charts not drawn), each a list of dicts
-    with chart, title, model, and file + caption or reason.
+    """Every chart: (charts written, charts not drawn), each a list of dicts with chart,
+    title, model (the models, comma-separated, for an overlay), and file + caption or reason.
 
-    `extra`: (key, title, caption, fn(measurement, path) -> bool) charts of other modules
-    (the open question), drawn per model when fn returns True.
+    Overlay charts first (one each, every measured model on relative depth), then the
+    per-model charts. A model left out of an overlay (its metric not computed while
+    another model's was) is a `not drawn` entry of its own. `extra`: (key, title, caption,
+    fn(measurement, path) -> bool) charts of other modules (the open question), drawn per
+    model when fn returns True.
     """
     out = Path(out)
     written, skipped = [], []
 
-    def attempt(spec_key, title, caption, model, draw, name):
-        path = out / name
+    def attempt(spec: ChartSpec, model: str, draw, name: str) -> None:
         try:
             fig = draw()
         except NotDrawn as exc:
-            skipped.append({"chart": spec_key, "title": title, "model": model, "reason": str(exc)})
+            skipped.append({"chart": spec.key, "title": spec.title, "model": model, "reason": str(exc)})
             return
-        _save(fig, path)
-        written.append({"chart": spec_key, "title": title, "model": model, "file": name, "caption": caption})
+        _save(fig, out / name)
+        written.append({"chart": spec.key, "title": spec.title, "model": model, "file": name,
+                        "caption": spec.caption, "overlay": spec.overlay})
 
+    if reports:
+        for spec in OVERLAY:
+            omitted: list = []
+            attempt(spec, _names(reports), lambda spec=spec, omitted=omitted: spec.draw(ctx, reports, omitted),
+                    f"{spec.key}.png")
+            skipped += [{"chart": spec.key, "title": spec.title, "model": model,
+                         "reason": f"left out of {spec.key}.png: {why}"} for model, why in omitted]
     for r in reports:
         for spec in PER_MODEL:
-            attempt(spec.key, spec.title, spec.caption, r.name,
-                    lambda spec=spec, r=r: spec.draw(ctx, r), f"{slug(r.name)}-{spec.key}.png")
+            attempt(spec, r.name, lambda spec=spec, r=r: spec.draw(ctx, r), f"{slug(r.name)}-{spec.key}.png")
         for key, title, caption, fn in extra or []:
             name = f"{slug(r.name)}-{key}.png"
             try:
@@ -597,12 +672,9 @@ def draw_all(reports: list[ModelReport], ctx: ChartContext, out: Path, extra: li
                                 "reason": f"failed: {exc.__class__.__name__}: {exc}"})
                 continue
             if ok:
-                written.append({"chart": key, "title": title, "model": r.name, "file": name, "caption": caption})
+                written.append({"chart": key, "title": title, "model": r.name, "file": name, "caption": caption,
+                                "overlay": False})
             else:
                 skipped.append({"chart": key, "title": title, "model": r.name,
                                 "reason": "its curves were not measured (needs a sublayer capture)"})
-    if reports:
-        attempt(DENSE_VS_COLBERT.key, DENSE_VS_COLBERT.title, DENSE_VS_COLBERT.caption,
-                ", ".join(r.name for r in reports), lambda: DENSE_VS_COLBERT.draw(ctx, reports),
-                f"{DENSE_VS_COLBERT.key}.png")
     return written, skipped

@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="run every check and write DIR/findings.md (+ findings.json) and DIR/*.png")
     r.add_argument("--model", action="append", default=None,
-                   help="model(s) for the dense checks and the charts (repeatable; default: minilm); "
-                        "article claims always get a row")
+                   help="model(s) for the dense checks, the claim x model matrix and the charts (repeatable; "
+                        "default: every registered model whose weights are present); article claims always get a row")
     r.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     r.add_argument("--out", required=True, help="output directory")
     _common(r)
@@ -104,8 +104,9 @@ def cmd_measure(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from .capture import available_models
     from .outputs import check_dir
-    from .report import build_report, earlier_report_files, summary_counts
+    from .report import build_report, claims_matrix, earlier_report_files, matrix_markdown, summary_counts
     from .sentences import load_sentence_set
 
     _check_options(args)
@@ -116,12 +117,19 @@ def cmd_report(args) -> int:
     lab = Lab(_model_paths(args.model_path), args.device, args.dtype, args.sentences, args.batch_size,
               sublayers=True, allow_download=args.allow_download, cache=not args.no_cache,
               truncate=not args.no_truncate)
-    models = list(dict.fromkeys(args.model or ["minilm"]))
+    # issue 11: no --model measures every registered model whose weights are present here
+    # (capture.available_models: nothing is loaded to find out); --model restricts it
+    models = list(dict.fromkeys(args.model or available_models(lab.model_paths)))
+    if not models:
+        raise InputError("no registered model's weights are present here: pass --model or --model-path NAME=DIR")
     result = build_report(lab, models, out)
     counts = summary_counts(result["rows"])
     print(f"wrote {result['path']}: {len(result['rows'])} checks "
           f"({', '.join(f'{n} {v}' for v, n in counts.items())}); {len(result['charts'])} charts"
           + (f", {len(result['not_drawn'])} not drawn (see findings.md)" if result["not_drawn"] else ""))
+    matrix = matrix_markdown(claims_matrix(result["rows"]))
+    if matrix:
+        print(f"\nclaims across models ({', '.join(models)}):\n{matrix}")
     return 0
 
 

@@ -324,6 +324,38 @@ def open_question_row(measurement) -> dict | None:
     }
 
 
+# The article's own observation, short, for the report's claim x model matrix (mxbai, L=24).
+PUBLISHED_SHORT = ("mxbai: dip at 6 (6/24 = 0.25): intra 0.361 at 3 -> 0.209 at 6, second dip near 15 (0.62); "
+                   "sublayer and word class not tested; attractor: unrelated pools peak mid-depth")
+
+
+def _rel(d: int, last: int) -> str:
+    return f"{d} ({d}/{last} = {d / last:.2f})" if last else str(d)
+
+
+def open_question_summary(measurement) -> str | None:
+    """One model's answer in a line, depths as `d (d/L = x)` so that models of different
+    depth compare side by side (the report's matrix); None if it lacks the curves."""
+    a = answer(measurement)
+    if a is None:
+        return None
+    last = a["layers"]
+    parts = []
+    for dip in a["dips"]:
+        text = f"dip at {_rel(dip['depth'], last)}"
+        if dip["lowered_by"] != "not measured":
+            text += f" lowered by {dip['lowered_by']}"
+        if dip["driver"]:
+            text += f", driven by {dip['driver']} pairs"
+        parts.append(text)
+    if not parts:
+        parts.append(f"no dip ({_f(a['intra'][0])} -> {_f(a['intra'][-1])})")
+    if a["peak_depth"] >= 0:
+        parts.append(f"attractor {'peak' if a['attractor'] else 'none: max'} at {_rel(a['peak_depth'], last)} "
+                     f"({_f(a['pair_cosine_all'][a['peak_depth']])})")
+    return "; ".join(parts)
+
+
 def plot_open_question(measurement, path: str | Path) -> bool:
     """Write the open question's chart (PNG) to `path`; False if the curves are missing.
 

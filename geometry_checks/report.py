@@ -7,6 +7,11 @@ The JSON twin (`findings.json`) holds the full text of every cell; the markdown 
 long cells (the finding is CLAIMS.md's, the expected column holds the published figure)
 so that the table stays readable. docs/report.md describes both.
 
+Below the table, the claim x model matrix (`claims_matrix`): one row per dense claim (the
+article's findings restated for any dense model) and the open question, one column per
+measured model, the article's published figure at the same relative depth, and on how
+many of the measured real models the finding holds.
+
 `build_report` (the `report` command) also collects what the charts read (`ModelReport`:
 each measured model's Measurement and its token paths, `token_paths`) and draws them with
 `charts.draw_all`; a chart whose metric was not computed is listed under "Not drawn".
@@ -14,6 +19,7 @@ each measured model's Measurement and its token paths, `token_paths`) and draws 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from pathlib import Path
@@ -105,6 +111,23 @@ def _join(*parts: str) -> str:
     return " | ".join(p for p in parts if p)
 
 
+def model_facts(model: str, measurement) -> dict:
+    """What the matrix needs to know of a measured model: its L and its kind, `registered`
+    (a registry model with its real weights), `stand-in` (random weights,
+    geometry_checks/standins.py) or `directory` (any other model, by path or hub ID)."""
+    from .registry import MODELS
+    from .standins import STAMP
+
+    location = measurement.provenance.get("location") or ""
+    if location and (Path(location) / STAMP).is_file():
+        kind = "stand-in"
+    elif model in MODELS:
+        kind = "registered"
+    else:
+        kind = "directory"
+    return {"layers": measurement.last, "kind": kind}
+
+
 def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, reason: str = "",
          pooling: str = "", extra_note: str = "") -> dict:
     """One findings row (full text)."""
@@ -162,7 +185,14 @@ def rows_from_pytest(records: list[dict]) -> list[dict]:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
         pooling = _pooling_cell(claim, model.split("+"), measurements)
-        rows.append(_row(claim, model, verdict, rec["outcome"], reason, pooling, note))
+        row = _row(claim, model, verdict, rec["outcome"], reason, pooling, note)
+        if get is not None and "+" not in model:
+            try:
+                row["_facts"] = model_facts(model, measurements.get(model) or get(model))
+            except BaseException as exc:  # pytest's skip/fail
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+        rows.append(row)
     return rows
 
 
@@ -199,8 +229,10 @@ def _run(claim: CL.Claim, model: str, check, get) -> dict:
         return _row(claim, model, None, "not run", str(exc), _pooling_cell(claim, model.split("+"), {}))
     except KeyError as exc:  # a metric the sentence file cannot give (no pairs, no retrieval items)
         why = str(exc.args[0]) if exc.args else str(exc)
-        return _row(claim, model, None, "not run", f"not computed: {why}",
-                    _pooling_cell(claim, model.split("+"), {}))
+        row = _row(claim, model, None, "not run", f"not computed: {why}", _pooling_cell(claim, model.split("+"), {}))
+        if model in get.measured:  # measured, but this set cannot feed the claim: still a column
+            row["_facts"] = model_facts(model, get.measured[model])
+        return row
     except InputError:
         raise  # a bad --model-path or sentence file: one line from the CLI, not a row
     except Exception as exc:  # noqa: BLE001 - a check or a load that crashed: a failed row that says how
@@ -211,8 +243,11 @@ def _run(claim: CL.Claim, model: str, check, get) -> dict:
     if outcome in ("xfailed", "xpassed"):
         reason = _join(CL.EXPECTED_FAILURES[key], reason)
     measurements = {m: get.measured[m] for m in model.split("+") if m in get.measured}
-    return _row(claim, model, verdict, outcome, reason, _pooling_cell(claim, model.split("+"), measurements),
-                _other_pooling_note(claim, model, get))
+    row = _row(claim, model, verdict, outcome, reason, _pooling_cell(claim, model.split("+"), measurements),
+               _other_pooling_note(claim, model, get))
+    if model in get.measured:
+        row["_facts"] = model_facts(model, get.measured[model])
+    return row
 
 
 def rows_from_lab(lab, models: list[str], sentences=None, getter: _Getter | None = None) -> list[dict]:
@@ -375,6 +410,185 @@ def _pooling_notes(rows: list[dict]) -> list[str]:
              "notes give the same check on its own pooling.")]
 
 
+# --------------------------------------------------------------------------- the claim x model matrix
+
+# A cell's verdict word (pytest's `skipped` and the report's `not run` read the same).
+VERDICT_WORD = {"passed": "pass", "failed": "FAIL", "xfailed": "xfail (expected failure)",
+                "xpassed": "XPASS (expected failure passed)", "skipped": "not run", "not run": "not run"}
+HOLDS = ("passed", "xpassed")  # the finding holds: the check passed (an xpass fails the run, but the finding held)
+COUNTED = ("passed", "xpassed", "failed", "xfailed")  # a verdict on a measurement; an expected failure does not hold
+# The article claim a dense claim restates, where the published figure cannot be computed
+# from the published curves (dense-foo-bar falls back to article claim foo-bar, then foo).
+ARTICLE_OF = {"dense-collapse": "collapse", "dense-signal-peak": "baseline-gap",
+              "dense-late-separability": "separability-jump", "dense-negation-late": "negation-pair",
+              "dense-role-reversal": "role-reversal-pair"}
+PUBLISHED_L = 24  # the article's models: 24 blocks, depths 0..24
+AT_DEPTH = re.compile(r"\bat (\d+)(?![.\d])")
+
+
+def relative_depths(text: str, last: int | None) -> str:
+    """Label every `at d` of a figure with its relative depth: `at 19 (19/24 = 0.79)`."""
+    if not last:
+        return text
+    return AT_DEPTH.sub(lambda h: f"at {h[1]} ({h[1]}/{last} = {int(h[1]) / last:.2f})", text)
+
+
+@functools.cache
+def _published_measurements() -> dict:
+    """The article's published curves and scalars as Measurements (mxbai, colbert), with
+    sentence_signal = intra - cross (its METRICS.md definition) where both are published."""
+    from .charts import PUBLISHED_IDS
+    from .measure import Measurement
+
+    doc = CL._read_json(CL.PUBLISHED / "embedding-layers.json")
+    out = {}
+    for short, hub_id in PUBLISHED_IDS.items():
+        entry = doc["models"].get(hub_id)
+        if entry is None:
+            continue
+        curves = dict(entry.get("curves", {}))
+        intra, cross = curves.get("intra_sentence_cosine"), curves.get("cross_sentence_cosine")
+        if intra and cross:
+            curves["sentence_signal"] = [a - b for a, b in zip(intra, cross)]
+        out[short] = Measurement(model=short, sentence_set="the article's", depths=entry["depths"], curves=curves,
+                                 scalars=dict(entry.get("scalars", {})), provenance={"pooling": "mean"})
+    return out
+
+
+def published_figure(cid: str) -> str:
+    """The article's figure for a dense claim, at the published depths labelled with their
+    relative depth (docs/report.md): the same check run on the published mxbai (and
+    jina-colbert-v2) curves where they carry its metric, else the published text of the
+    article claim it restates; '' where there is neither."""
+    claim = CL.dense_claims().get(cid)
+    parts = []
+    if claim is not None:
+        for short, m in _published_measurements().items():
+            try:
+                verdict = CL.run_dense_check(claim, m, short)
+            except (KeyError, TypeError, IndexError, ValueError, ZeroDivisionError):
+                continue  # the metric is not among the published curves
+            parts.append(f"{'ColBERT' if short == 'colbert' else short}: "
+                         f"{relative_depths(verdict.measured, m.last)}")
+    if parts:
+        return "; ".join(parts)
+    article = CL.load_article_claims()
+    name = ARTICLE_OF.get(cid, cid.removeprefix("dense-"))
+    while name and name not in article:
+        name = name.rpartition("-")[0]
+    if not name:
+        return ""
+    claim = article[name]
+    return f"{'+'.join(claim.models)}: {relative_depths(claim.published, PUBLISHED_L)}"
+
+
+def _column(name: str, facts: dict) -> str:
+    from .charts import slug
+
+    label = name if facts.get("kind") == "registered" else slug(name)
+    label += f" (L={facts['layers']})" if facts.get("layers") is not None else ""
+    if facts.get("kind") in ("stand-in", "directory"):
+        label += f" ({facts['kind']})"
+    return label
+
+
+def _matrix_cell(row: dict | None, facts: dict) -> dict:
+    if row is None:
+        return {"measured": "", "verdict": "not run", "text": "not run"}
+    verdict = row["verdict"]
+    if "_matrix_cell" in row:  # the open question: an answer, not a check
+        return {"measured": row["_matrix_cell"], "verdict": verdict, "text": f"{row['_matrix_cell']}: {verdict}"}
+    measured = row["measured"]
+    if verdict in ("not run", "skipped"):
+        why = measured.removeprefix("not run").lstrip(": ") or row.get("reason", "")
+        return {"measured": "", "verdict": "not run", "text": f"not run: {why}" if why else "not run"}
+    if measured.startswith("error"):
+        return {"measured": measured, "verdict": verdict, "text": f"{measured}: {VERDICT_WORD.get(verdict, verdict)}"}
+    figure = relative_depths(measured, facts.get("layers"))
+    return {"measured": measured, "verdict": verdict, "text": f"{figure}: {VERDICT_WORD.get(verdict, verdict)}"}
+
+
+def claims_matrix(rows: list[dict]) -> dict:
+    """The claim x model matrix of a table's rows.
+
+    Columns: every model with a measurement (a row carrying `_facts`), in table order.
+    Rows: every dense claim, then the open question where the table has it. `holds`
+    counts, over the `registered` models (real weights; not stand-ins, not other
+    directories) whose cell has a verdict, those where the check passed: an expected
+    failure does not hold, a `not run` cell or a crashed check is left out of the count.
+    """
+    facts = {}
+    for row in rows:
+        if row.get("_facts") and row["model"] not in facts:
+            facts[row["model"]] = row["_facts"]
+    models = list(facts)
+    by_key = {(r["claim"], r["model"]): r for r in rows}
+    claims = [(cid, c.finding) for cid, c in CL.dense_claims().items()]
+    if any(r["claim"] == "open-question" and r["model"] in facts for r in rows):
+        from .openquestion import CLAIM, FINDING
+
+        claims.append((CLAIM, FINDING))
+    out_rows = []
+    for cid, finding in claims:
+        cells = {m: _matrix_cell(by_key.get((cid, m)), facts[m]) for m in models}
+        if cid == "open-question":
+            from .openquestion import PUBLISHED_SHORT
+
+            published, holds = PUBLISHED_SHORT, {"holds": None, "of": None, "text": "n/a (a measurement)"}
+        else:
+            counted = [m for m in models if facts[m]["kind"] == "registered" and cells[m]["verdict"] in COUNTED
+                       and not cells[m]["measured"].startswith("error")]
+            n = sum(cells[m]["verdict"] in HOLDS for m in counted)
+            holds = {"holds": n, "of": len(counted), "text": f"{n} of {len(counted)}" if counted else "none measured"}
+            published = published_figure(cid)
+        out_rows.append({"claim": cid, "finding": finding, "cells": cells, "published": published, "holds": holds})
+    return {
+        "models": [{"name": m, "column": _column(m, facts[m]), **facts[m]} for m in models],
+        "rows": out_rows,
+    }
+
+
+MATRIX_WIDTHS = {"finding": 60, "cell": 120, "published": 120}
+
+
+def matrix_frame(matrix: dict, full: bool = False) -> pd.DataFrame:
+    """The matrix as a table: claim, finding, one column per model, published, holds."""
+    short = (lambda t, w: str(t)) if full else _short
+    records = []
+    for row in matrix["rows"]:
+        rec = {"claim": row["claim"], "finding": short(row["finding"], MATRIX_WIDTHS["finding"])}
+        for model in matrix["models"]:
+            rec[model["column"]] = short(row["cells"][model["name"]]["text"], MATRIX_WIDTHS["cell"])
+        rec[f"published (article, L={PUBLISHED_L})"] = short(row["published"] or "—", MATRIX_WIDTHS["published"])
+        rec["holds"] = row["holds"]["text"]
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def matrix_markdown(matrix: dict) -> str:
+    """The matrix as a markdown table ('' when no model was measured)."""
+    if not matrix["models"]:
+        return ""
+    return matrix_frame(matrix).map(_cell).to_markdown(index=False)
+
+
+def _matrix_section(rows: list[dict]) -> list[str]:
+    matrix = claims_matrix(rows)
+    table = matrix_markdown(matrix)
+    if not table:
+        return []
+    kinds = {m["kind"] for m in matrix["models"]}
+    uncounted = (" Columns marked (stand-in) or (directory) are shown but not counted." if kinds - {"registered"}
+                 else "")
+    return ["## Claims across models", "",
+            ("One row per dense claim (the article's findings restated for any dense model) and the open question; "
+             "one column per measured model (measured figure: verdict); the article's published figure; and "
+             "`holds`: on how many of the measured registered models (real weights) the finding holds, an expected "
+             "failure counting as not holding and `not run` cells left out." + uncounted +
+             " A depth d of a model with L blocks reads `d (d/L = relative depth)`."), "",
+            table, ""]
+
+
 def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_drawn: list[dict] | None = None,
                       context: dict | None = None) -> str:
     frame = findings_frame(rows).map(_cell)
@@ -385,6 +599,7 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
     if context:
         head += [" · ".join(f"{k}: {v}" for k, v in context.items()), ""]
     head += [f"{len(frame)} checks: {summary or 'none'}", "", table, ""]
+    head += _matrix_section(rows)
     notes = _missing_notes(rows) + _pooling_notes(rows)
     if notes:
         head += ["## Notes", "", *notes, "",
@@ -392,11 +607,18 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
     if charts is not None:
         head += ["## Charts", "",
                  ("Solid: measured on this run's sentence set. Dashed: published (the article's "
-                  "mxbai-embed-large-v1 and jina-colbert-v2, on its own unpublished 20 sentences). The depth "
-                  "axis is relative (depth / L) where models of different depth share a chart."), ""]
-        for model in dict.fromkeys(c["model"] for c in charts):
+                  "mxbai-embed-large-v1 and jina-colbert-v2, on its own unpublished 20 sentences). Every "
+                  "per-depth chart overlays all measured models on relative depth (depth / L: 0 = embeddings, "
+                  "1 = last block)."), ""]
+        overlays = [c for c in charts if c.get("overlay")]
+        if overlays:
+            head += [f"### Every measured model on relative depth ({overlays[0]['model']})", ""]
+            for c in overlays:
+                head += [f"**{c['title']}**: {c['caption']}.", "", f"![{c['title']}]({c['file']})", ""]
+        singles = [c for c in charts if not c.get("overlay")]
+        for model in dict.fromkeys(c["model"] for c in singles):
             head += [f"### {model}", ""]
-            for c in (c for c in charts if c["model"] == model):
+            for c in (c for c in singles if c["model"] == model):
                 head += [f"**{c['title']}**: {c['caption']}.", "", f"![{c['title']} — {model}]({c['file']})", ""]
     if not_drawn:
         head += ["## Not drawn", ""]
@@ -409,6 +631,7 @@ def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -
     out = {
         "summary": {"checks": len(rows), **summary_counts(rows)},
         "rows": [{k: row.get(k, "") for k in [*COLUMNS, "reason"]} for row in rows],
+        "matrix": claims_matrix(rows),
     }
     if context:
         out["context"] = context
@@ -473,6 +696,7 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dic
     the article claims could measure them. Returns {rows, charts, not_drawn, path}.
     """
     from . import charts as CH
+    from . import openquestion as OQ
 
     out = Path(out)
     sentences = sentences or lab.default_sentences
@@ -500,7 +724,14 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dic
                 row = {"claim": "open-question", "model": name, "verdict": "failed",
                        "measured": f"error: {exc.__class__.__name__}: {exc}"}
             if row:
-                rows.append({**{k: "" for k in COLUMNS}, "reason": "", **row})
+                row = {**{k: "" for k in COLUMNS}, "reason": "", **row, "_facts": model_facts(name, m)}
+                try:  # the matrix shows each model's answer in a line, side by side
+                    summary = OQ.open_question_summary(m)
+                except Exception:  # noqa: BLE001 - the full row above still says what happened
+                    summary = None
+                if summary:
+                    row["_matrix_cell"] = summary
+                rows.append(row)
     # `report` owns `out` (issue 14): everything is drawn into a staging directory inside it,
     # then moved in, and the files of an earlier report that this one did not rewrite are
     # removed, so that afterwards `out` holds exactly what findings.md and findings.json list.
