@@ -52,6 +52,11 @@ class ModelReport:
     trajectory: dict | None = None
     trajectory_missing: str = "token states not captured"
 
+    @property
+    def label(self) -> str:
+        """The name in legends and titles: a directory or hub ID by its last part."""
+        return slug(self.name) if "/" in self.name or "\\" in self.name else self.name
+
 
 @dataclass
 class ChartContext:
@@ -110,7 +115,7 @@ def _figure(width: float = 7.6, height: float = 5.4) -> tuple[Figure, object]:
 
 
 def _names(reports: list[ModelReport]) -> str:
-    return ", ".join(r.name for r in reports)
+    return ", ".join(r.label for r in reports)
 
 
 def _title(ax, what: str, models: str, sentence_set: str, published: str | None) -> None:
@@ -157,9 +162,13 @@ def _legend(ax) -> None:
     """The legend under the axes, never over a curve."""
     handles, labels = ax.get_legend_handles_labels()
     short = all(len(label) <= 16 for label in labels)
-    ncol = max(1, min(len(labels), 5 if short else 2))
+    ncol = max(1, min(len(labels), 5 if short else (3 if len(labels) > 8 and max(map(len, labels)) <= 34 else 2)))
     ax.legend(handles, labels, fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=ncol,
               frameon=False)
+    rows = -(-len(labels) // ncol)
+    if rows > 3:  # several models overlaid: a taller figure, so the axes keep their size
+        width, height = ax.figure.get_size_inches()
+        ax.figure.set_size_inches(width, height + 0.17 * (rows - 3))
 
 
 def _per_model(reports: list[ModelReport], fn: Callable, omitted: list | None) -> list[Series]:
@@ -235,9 +244,9 @@ def chart_cosine(ctx: ChartContext, reports: list[ModelReport], omitted: list | 
 
     def one(i, r):
         m = r.measurement
-        return [Series(_curve(m, "intra_sentence_cosine"), m.depths, f"{r.name} within-sentence (intra)",
+        return [Series(_curve(m, "intra_sentence_cosine"), m.depths, f"{r.label} within-sentence (intra)",
                        "tab:blue", marker=_marker(i)),
-                Series(_curve(m, "cross_sentence_cosine"), m.depths, f"{r.name} cross-sentence baseline",
+                Series(_curve(m, "cross_sentence_cosine"), m.depths, f"{r.label} cross-sentence baseline",
                        "tab:orange", marker=_marker(i))]
 
     series = _per_model(reports, one, omitted)
@@ -259,9 +268,9 @@ def chart_pca_steps(ctx: ChartContext, reports: list[ModelReport], omitted: list
 
     def one(i, r):
         m = r.measurement
-        return [Series(_curve(m, "fixed_pca_step"), m.depths, f"{r.name} fixed depth-0 axes", "tab:blue",
+        return [Series(_curve(m, "fixed_pca_step"), m.depths, f"{r.label} fixed depth-0 axes", "tab:blue",
                        marker=_marker(i)),
-                Series(_curve(m, "refit_pca_step"), m.depths, f"{r.name} PCA refitted per depth", "tab:red",
+                Series(_curve(m, "refit_pca_step"), m.depths, f"{r.label} PCA refitted per depth", "tab:red",
                        marker=_marker(i))]
 
     series = _per_model(reports, one, omitted)
@@ -289,7 +298,7 @@ def chart_write_depth(ctx: ChartContext, reports: list[ModelReport], omitted: li
         m = r.measurement
         counts = _curve(m, "write_depth_histogram")
         frac = m.scalars.get("late_write_fraction")
-        label = f"{r.name} (L={m.last}, {sum(counts)} dims" + (
+        label = f"{r.label} (L={m.last}, {sum(counts)} dims" + (
             f"; last two depths: {frac:.0%})" if frac is not None else ")")
         return [Series(_fractions(counts), m.depths, label, _model_color(i), marker=_marker(i))]
 
@@ -326,7 +335,7 @@ def chart_dim_correlation(ctx: ChartContext, r: ModelReport):
     fig, ax = _figure()
     mean = sum(values) / len(values)
     ax.bar(centers, [c / len(values) for c in counts], width=2 / 30 * 0.9, color="tab:blue", alpha=0.75,
-           label=f"{r.name} ({len(values)} dims, {len(m.per_sentence.get('sentences', []))} sentences, "
+           label=f"{r.label} ({len(values)} dims, {len(m.per_sentence.get('sentences', []))} sentences, "
                  f"mean r {mean:.3f})")
     if pub is not None:
         total = sum(pub["counts"])
@@ -341,7 +350,7 @@ def chart_dim_correlation(ctx: ChartContext, r: ModelReport):
     ax.set_ylabel("fraction of dimensions")
     ax.grid(alpha=0.25, axis="y")
     _legend(ax)
-    _title(ax, "How much of depth 0 survives: per-dimension correlation", r.name, ctx.sentence_set,
+    _title(ax, "How much of depth 0 survives: per-dimension correlation", r.label, ctx.sentence_set,
            "the article's mxbai" if pub is not None else None)
     return fig
 
@@ -358,7 +367,7 @@ def chart_discriminative_dims(ctx: ChartContext, reports: list[ModelReport], omi
         for j, (curve, half) in enumerate(zip(dd["curves"], dd["half_rise"])):
             final = curve[-1] or 1.0
             values = [v / final if _finite(v) else None for v in curve]
-            label = f"{r.name} top-5 dims {dd['dims']} (half-rise at {dd['half_rise']})" if j == 0 else None
+            label = f"{r.label} top-5 dims {dd['dims']} (half-rise at {dd['half_rise']})" if j == 0 else None
             out.append(Series(values, m.depths, label, _model_color(i), marker=_marker(i), width=1.2))
             if _finite(values[half]):
                 halves.append((_x(half, m.depths), values[half], _model_color(i), _marker(i)))
@@ -398,7 +407,7 @@ def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
         for n in names:
             band = n[len(prefix):-1]
             lo = int(band.split(":")[0])
-            out.append(Series(m.curves[n], m.depths, f"{r.name} dims {band}", BAND_COLORS.get(lo, "0.3"),
+            out.append(Series(m.curves[n], m.depths, f"{r.label} dims {band}", BAND_COLORS.get(lo, "0.3"),
                               marker=_marker(i)))
         return out
 
@@ -419,7 +428,7 @@ def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
 def chart_separability(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Between-sentence spread over within-sentence scatter, by depth."""
     series = _per_model(reports, lambda i, r: [
-        Series(_curve(r.measurement, "separability_ratio"), r.measurement.depths, f"{r.name} (L={r.measurement.last})",
+        Series(_curve(r.measurement, "separability_ratio"), r.measurement.depths, f"{r.label} (L={r.measurement.last})",
                _model_color(i), marker=_marker(i))], omitted)
     series += _pub_series(ctx, "mxbai", "separability_ratio", "mxbai (published)", PUBLISHED_COLOR)
     colbert = ctx.published.get("colbert", {}).get("scalars", {}).get("separability_ratio_at_24")
@@ -464,12 +473,12 @@ def chart_recall(ctx: ChartContext, reports: list[ModelReport], omitted: list | 
         for j, (kind, name) in enumerate(names):
             color = RECALL_COLORS.get(kind, extra[j % 3])
             k = name.rstrip("]").split(",")[1]
-            out.append(Series(m.curves[name], m.depths, f"{r.name} {kind} Recall@{k} (mean pool)", color,
+            out.append(Series(m.curves[name], m.depths, f"{r.label} {kind} Recall@{k} (mean pool)", color,
                               marker=_marker(i)))
             if own:
                 values = m.by_pooling[own]["curves"].get(name)
                 if values:
-                    out.append(Series(values, m.depths, f"{r.name} {kind} Recall@{k} ({own} pool)", color,
+                    out.append(Series(values, m.depths, f"{r.label} {kind} Recall@{k} ({own} pool)", color,
                                       marker=_marker(i), width=1.0, alpha=0.5))
         return out
 
@@ -502,9 +511,9 @@ def chart_pairs(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
         for j, n in enumerate(names):
             pair = n[len("pair_cosine["):-1]
             color = PAIR_COLORS.get(pair, extra[j % 4])
-            out.append(Series(m.curves[n], m.depths, f"{r.name} {pair} (mean pool)", color, marker=_marker(i)))
+            out.append(Series(m.curves[n], m.depths, f"{r.label} {pair} (mean pool)", color, marker=_marker(i)))
             if own and n in m.by_pooling[own]["curves"]:
-                out.append(Series(m.by_pooling[own]["curves"][n], m.depths, f"{r.name} {pair} ({own} pool)", color,
+                out.append(Series(m.by_pooling[own]["curves"][n], m.depths, f"{r.label} {pair} ({own} pool)", color,
                                   marker=_marker(i), width=1.0, alpha=0.5))
         return out
 
@@ -521,7 +530,7 @@ def chart_pairs(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
 def chart_cls_alignment(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Cosine of the CLS vector with the mean pool, by depth."""
     series = _per_model(reports, lambda i, r: [
-        Series(_curve(r.measurement, "cls_mean_alignment"), r.measurement.depths, f"{r.name} (L={r.measurement.last})",
+        Series(_curve(r.measurement, "cls_mean_alignment"), r.measurement.depths, f"{r.label} (L={r.measurement.last})",
                _model_color(i), marker=_marker(i))], omitted)
     series += _pub_series(ctx, "mxbai", "cls_mean_alignment", "mxbai (published)", PUBLISHED_COLOR)
     fig, ax = _figure()
@@ -535,7 +544,7 @@ def chart_dense_vs_colbert(ctx: ChartContext, reports: list[ModelReport], omitte
     fixed = {"mxbai": "tab:blue", "colbert": "tab:red"}
     series = _per_model(reports, lambda i, r: [
         Series(_curve(r.measurement, "intra_sentence_cosine"), r.measurement.depths,
-               f"{r.name} (measured, L={r.measurement.last})", fixed.get(r.name, MODEL_COLORS[(i + 1) % 7]),
+               f"{r.label} (measured, L={r.measurement.last})", fixed.get(r.name, MODEL_COLORS[(i + 1) % 7]),
                marker=_marker(i))], omitted)
     series += _pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai, dense (published, L=24)", "tab:blue")
     series += _pub_series(ctx, "colbert", "intra_sentence_cosine", "jina-colbert-v2, ColBERT (published, L=24)",
@@ -571,7 +580,7 @@ def chart_trajectory(ctx: ChartContext, r: ModelReport):
     _legend(ax)
     sentence = t["sentence"] if len(t["sentence"]) <= 80 else t["sentence"][:77] + "..."
     ax.set_title(f"Token trajectories in fixed depth-0 PCA axes (o depth 0, * depth {last})\n"
-                 f"{r.name} on '{ctx.sentence_set}': \"{sentence}\"", fontsize=9.5)
+                 f"{r.label} on '{ctx.sentence_set}': \"{sentence}\"", fontsize=9.5)
     return fig
 
 
