@@ -325,8 +325,8 @@ def open_question_row(measurement) -> dict | None:
 
 
 # The article's own observation, short, for the report's claim x model matrix (mxbai, L=24).
-PUBLISHED_SHORT = ("mxbai: dip at 6 (6/24 = 0.25): intra 0.361 at 3 -> 0.209 at 6, second dip near 15 (0.62); "
-                   "sublayer and word class not tested; attractor: unrelated pools peak mid-depth")
+PUBLISHED_SHORT = ("mxbai: dip at 6 (6/24 = 0.25), 0.361 at 3 -> 0.209; 2nd dip near 15 (15/24 = 0.62); "
+                   "cause not tested; attractor peaks mid-depth")
 
 
 def _rel(d: int, last: int) -> str:

@@ -159,6 +159,9 @@ def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, 
         "notes": _join(*parts),
         "reason": reason,
         "_note_parts": [p for p in parts if p],  # the markdown shortens each part on its own
+        # a claim that counts depths: both forms (claims.DEPTH_FORMS), for the matrix
+        "_forms": ({"fixed": verdict.fixed_form, "relative": verdict.relative_form}
+                   if getattr(verdict, "fixed_form", "") else None),
     }
 
 
@@ -455,21 +458,31 @@ def _published_measurements() -> dict:
     return out
 
 
+def _published_verdicts(cid: str) -> list[tuple[str, CL.Verdict, int]]:
+    """(model, verdict, L) of the dense claim's own check run on each published model whose
+    published curves carry its metric."""
+    claim = CL.dense_claims().get(cid)
+    out = []
+    if claim is not None:
+        for short, m in _published_measurements().items():
+            try:
+                out.append((short, CL.run_dense_check(claim, m, short), m.last))
+            except (KeyError, TypeError, IndexError, ValueError, ZeroDivisionError):
+                continue  # the metric is not among the published curves
+    return out
+
+
+def _published_name(short: str) -> str:
+    return "ColBERT" if short == "colbert" else short
+
+
 def published_figure(cid: str) -> str:
     """The article's figure for a dense claim, at the published depths labelled with their
     relative depth (docs/report.md): the same check run on the published mxbai (and
     jina-colbert-v2) curves where they carry its metric, else the published text of the
     article claim it restates; '' where there is neither."""
-    claim = CL.dense_claims().get(cid)
-    parts = []
-    if claim is not None:
-        for short, m in _published_measurements().items():
-            try:
-                verdict = CL.run_dense_check(claim, m, short)
-            except (KeyError, TypeError, IndexError, ValueError, ZeroDivisionError):
-                continue  # the metric is not among the published curves
-            parts.append(f"{'ColBERT' if short == 'colbert' else short}: "
-                         f"{relative_depths(verdict.measured, m.last)}")
+    parts = [f"{_published_name(short)}: {relative_depths(v.measured, last)}"
+             for short, v, last in _published_verdicts(cid)]
     if parts:
         return "; ".join(parts)
     article = CL.load_article_claims()
@@ -536,19 +549,46 @@ def claims_matrix(rows: list[dict]) -> dict:
 
             published, holds = PUBLISHED_SHORT, {"holds": None, "of": None, "text": "n/a (a measurement)"}
         else:
-            counted = [m for m in models if facts[m]["kind"] == "registered" and cells[m]["verdict"] in COUNTED
-                       and not cells[m]["measured"].startswith("error")]
-            n = sum(cells[m]["verdict"] in HOLDS for m in counted)
-            holds = {"holds": n, "of": len(counted), "text": f"{n} of {len(counted)}" if counted else "none measured"}
+            holds = _holds(cells, facts, HOLDS)
             published = published_figure(cid)
         out_rows.append({"claim": cid, "finding": finding, "cells": cells, "published": published, "holds": holds})
+        forms = {m: (by_key.get((cid, m)) or {}).get("_forms") for m in models}
+        if any(forms.values()):
+            out_rows.append(_fixed_form_row(cid, forms, facts))
     return {
         "models": [{"name": m, "column": _column(m, facts[m]), **facts[m]} for m in models],
         "rows": out_rows,
     }
 
 
-MATRIX_WIDTHS = {"finding": 60, "cell": 120, "published": 120}
+def _holds(cells: dict, facts: dict, holding) -> dict:
+    counted = [m for m in cells if facts[m]["kind"] == "registered" and cells[m]["verdict"] in COUNTED
+               and not cells[m]["measured"].startswith("error")]
+    n = sum(cells[m]["verdict"] in holding for m in counted)
+    return {"holds": n, "of": len(counted), "text": f"{n} of {len(counted)}" if counted else "none measured"}
+
+
+def _fixed_form_row(cid: str, forms: dict, facts: dict) -> dict:
+    """The row of a depth-counting claim's fixed form (the article's count taken literally,
+    e.g. 'the last two depths' of any L): reported beside the relative form that decides
+    the verdict (claims.DEPTH_FORMS), with its own `holds`."""
+    cells = {}
+    for m, form in forms.items():
+        if not form:
+            cells[m] = {"measured": "", "verdict": "not run", "text": "not run"}
+            continue
+        held = not form["fixed"].endswith("(does not hold)")
+        figure = relative_depths(form["fixed"], facts[m].get("layers"))
+        cells[m] = {"measured": form["fixed"], "verdict": "passed" if held else "failed",
+                    "text": f"{figure.rsplit(' (', 1)[0]}: {'holds' if held else 'does not hold'}"}
+    published = "; ".join(f"{_published_name(short)}: {relative_depths(v.fixed_form.rsplit(' (', 1)[0], last)}"
+                          for short, v, last in _published_verdicts(cid) if v.fixed_form)
+    what = getattr(CL, "DEPTH_FORMS", {}).get(cid, {}).get("fixed", "the article's count of depths taken literally")
+    return {"claim": f"{cid} (fixed form)", "finding": f"as above, over {what}", "cells": cells,
+            "published": published, "holds": _holds(cells, facts, ("passed",)), "form": "fixed"}
+
+
+MATRIX_WIDTHS = {"finding": 60, "cell": 140, "published": 130}
 
 
 def matrix_frame(matrix: dict, full: bool = False) -> pd.DataFrame:
@@ -581,7 +621,8 @@ def _matrix_section(rows: list[dict]) -> list[str]:
     uncounted = (" Columns marked (stand-in) or (directory) are shown but not counted." if kinds - {"registered"}
                  else "")
     return ["## Claims across models", "",
-            ("One row per dense claim (the article's findings restated for any dense model) and the open question; "
+            ("One row per dense claim (the article's findings restated for any dense model; a claim that counts "
+             "depths also in its fixed form, the article's count taken literally) and the open question where measured; "
              "one column per measured model (measured figure: verdict); the article's published figure; and "
              "`holds`: on how many of the measured registered models (real weights) the finding holds, an expected "
              "failure counting as not holding and `not run` cells left out." + uncounted +

@@ -525,7 +525,7 @@ def test_matrix_is_in_findings_md_and_json_alike(tmp_path):
     by_claim = {r["claim"]: r for r in table}
     assert by_claim["dense-late-writes"]["holds"] == "1 of 2"
     assert by_claim["dense-late-writes"]["mpnet (L=12)"] == "late_write_fraction 0.363: xfail (expected failure)"
-    assert by_claim["dense-late-writes"]["published (article, L=24)"] == "mxbai: late_write_fraction 0.917"
+    assert by_claim["dense-late-writes"]["published (article, L=24)"] == R.published_figure("dense-late-writes")
     assert "not counted" in md.split("## Claims across models", 1)[1].split("|", 1)[0]
     data = json.loads((tmp_path / "findings.json").read_text())
     assert data["matrix"] == json.loads(json.dumps(R.claims_matrix(rows)))
@@ -598,10 +598,14 @@ def test_core_report_matrix_has_a_column_per_measured_model(core):
     header, table = matrix_table(core["path"].read_text())
     slug = CH.slug(core["directory"])
     assert header[2:4] == ["minilm (L=6)", f"{slug} (L=6) (directory)"]
-    assert [r["claim"] for r in table] == list(CL.dense_claims())
+    main = [r for r in table if not r["claim"].endswith("(fixed form)")]
+    assert [r["claim"] for r in main] == list(CL.dense_claims())
     # MiniLM passes every dense claim; its own directory, unregistered, is shown but not counted
-    assert all(r["holds"] == "1 of 1" for r in table), table
-    assert all(r["minilm (L=6)"].endswith(": pass") for r in table)
+    assert all(r["holds"] == "1 of 1" for r in main), main
+    assert all(r["minilm (L=6)"].endswith(": pass") for r in main)
+    # a claim that counts depths: its fixed form (the article's count taken literally) beside it
+    fixed = [r["claim"].removesuffix(" (fixed form)") for r in table if r["claim"].endswith("(fixed form)")]
+    assert fixed == [cid for cid in CL.dense_claims() if cid in getattr(CL, "DEPTH_FORMS", {})]
 
 
 def test_report_with_no_model_measures_every_registered_model_present(user, monkeypatch):
@@ -618,3 +622,22 @@ def test_report_with_no_model_measures_every_registered_model_present(user, monk
     assert by_claim["dense-negation-late"]["holds"] == "none measured"  # the user's file has no pairs
     oq = by_claim["open-question"]  # the report captures sublayers: every model answers, side by side
     assert all(oq[h] and not oq[h].startswith("not run") for h in header[2:-2])
+
+
+def test_a_depth_counting_claim_gets_its_fixed_form_beside_it():
+    claim = CL.dense_claims()["dense-late-writes"]
+    rows = []
+    for model, layers, rel, fix in (("minilm", 6, True, True), ("mpnet", 12, False, False)):
+        verdict = CL.Verdict(claim.id, model, rel, f"late {layers}", "> 0.5", "exact", "" if rel else "low",
+                             fixed_form=f"last 2 of {layers} depths: 0.5 ({'holds' if fix else 'does not hold'})",
+                             relative_form=f"last 1 of {layers} blocks: 0.5 ({'holds' if rel else 'does not hold'})")
+        rows.append({**R._row(claim, model, verdict, "passed" if rel else "xfailed"),
+                     "_facts": {"layers": layers, "kind": "registered"}})
+    matrix = R.claims_matrix(rows)
+    claims = [r["claim"] for r in matrix["rows"]]
+    assert claims[claims.index("dense-late-writes") + 1] == "dense-late-writes (fixed form)"
+    fixed = matrix["rows"][claims.index("dense-late-writes (fixed form)")]
+    assert fixed["cells"]["minilm"]["text"] == "last 2 of 6 depths: 0.5: holds"
+    assert fixed["cells"]["mpnet"]["text"] == "last 2 of 12 depths: 0.5: does not hold"
+    assert fixed["holds"]["text"] == "1 of 2"
+    assert fixed["published"].startswith("mxbai: last 2 of 24 depths")
