@@ -641,3 +641,23 @@ def test_a_depth_counting_claim_gets_its_fixed_form_beside_it():
     assert fixed["cells"]["mpnet"]["text"] == "last 2 of 12 depths: 0.5: does not hold"
     assert fixed["holds"]["text"] == "1 of 2"
     assert fixed["published"].startswith("mxbai: last 2 of 24 depths")
+
+
+def test_report_command_restricts_to_model_and_defaults_to_every_model_present(tmp_path, monkeypatch, capsys):
+    from geometry_checks import cli
+
+    seen = []
+
+    def fake_build_report(lab, models, out, sentences=None):
+        seen.append(models)
+        return {"rows": [], "charts": [], "not_drawn": [], "path": Path(out) / "findings.md"}
+
+    monkeypatch.setattr(R, "build_report", fake_build_report)
+    monkeypatch.setattr(capture, "available_models", lambda paths=None: ["minilm", "mpnet"])
+    assert cli.main(["report", "--out", str(tmp_path), "--model", "minilm", "--model", "minilm"]) == 0
+    assert cli.main(["report", "--out", str(tmp_path)]) == 0
+    assert seen == [["minilm"], ["minilm", "mpnet"]]
+    monkeypatch.setattr(capture, "available_models", lambda paths=None: [])
+    assert cli.main(["report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "no registered model's weights are present" in err
