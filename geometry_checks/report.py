@@ -161,7 +161,7 @@ def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, 
         "_note_parts": [p for p in parts if p],  # the markdown shortens each part on its own
         # a claim that counts depths: both forms (claims.DEPTH_FORMS), for the matrix
         "_forms": ({"fixed": verdict.fixed_form, "relative": verdict.relative_form}
-                   if getattr(verdict, "fixed_form", "") else None),
+                   if verdict is not None and verdict.fixed_form else None),
     }
 
 
@@ -568,6 +568,11 @@ def _holds(cells: dict, facts: dict, holding) -> dict:
     return {"holds": n, "of": len(counted), "text": f"{n} of {len(counted)}" if counted else "none measured"}
 
 
+def _without_outcome(form: str) -> str:
+    """A Verdict's form text without its ' (holds)' / ' (does not hold)' ending."""
+    return form.removesuffix(" (holds)").removesuffix(" (does not hold)")
+
+
 def _fixed_form_row(cid: str, forms: dict, facts: dict) -> dict:
     """The row of a depth-counting claim's fixed form (the article's count taken literally,
     e.g. 'the last two depths' of any L): reported beside the relative form that decides
@@ -577,13 +582,13 @@ def _fixed_form_row(cid: str, forms: dict, facts: dict) -> dict:
         if not form:
             cells[m] = {"measured": "", "verdict": "not run", "text": "not run"}
             continue
-        held = not form["fixed"].endswith("(does not hold)")
-        figure = relative_depths(form["fixed"], facts[m].get("layers"))
+        held = not form["fixed"].endswith(" (does not hold)")
+        figure = relative_depths(_without_outcome(form["fixed"]), facts[m].get("layers"))
         cells[m] = {"measured": form["fixed"], "verdict": "passed" if held else "failed",
-                    "text": f"{figure.rsplit(' (', 1)[0]}: {'holds' if held else 'does not hold'}"}
-    published = "; ".join(f"{_published_name(short)}: {relative_depths(v.fixed_form.rsplit(' (', 1)[0], last)}"
+                    "text": f"{figure}: {'holds' if held else 'does not hold'}"}
+    published = "; ".join(f"{_published_name(short)}: {relative_depths(_without_outcome(v.fixed_form), last)}"
                           for short, v, last in _published_verdicts(cid) if v.fixed_form)
-    what = getattr(CL, "DEPTH_FORMS", {}).get(cid, {}).get("fixed", "the article's count of depths taken literally")
+    what = CL.DEPTH_FORMS.get(cid, {}).get("fixed", "the article's count of depths taken literally")
     return {"claim": f"{cid} (fixed form)", "finding": f"as above, over {what}", "cells": cells,
             "published": published, "holds": _holds(cells, facts, ("passed",)), "form": "fixed"}
 

@@ -605,7 +605,7 @@ def test_core_report_matrix_has_a_column_per_measured_model(core):
     assert all(r["minilm (L=6)"].endswith(": pass") for r in main)
     # a claim that counts depths: its fixed form (the article's count taken literally) beside it
     fixed = [r["claim"].removesuffix(" (fixed form)") for r in table if r["claim"].endswith("(fixed form)")]
-    assert fixed == [cid for cid in CL.dense_claims() if cid in getattr(CL, "DEPTH_FORMS", {})]
+    assert fixed == [cid for cid in CL.dense_claims() if cid in CL.DEPTH_FORMS]
 
 
 def test_report_with_no_model_measures_every_registered_model_present(user, monkeypatch):
