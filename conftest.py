@@ -3,6 +3,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+# The plugin, for a clone on PYTHONPATH. Where the package is installed (editable or not), its
+# pytest11 entry point has already registered it under this same name, so pytest skips this.
 pytest_plugins = ["geometry_checks.plugin"]
 
 # CI runs derandomized (the same examples every run); locally "dev" explores more.

@@ -154,7 +154,7 @@ def run_gate(copy: Path, full: bool, junit: Path, model: str = "minilm") -> tupl
     cmd = [sys.executable, "-m", "pytest", "-m", model, "--model-path", f"{model}={copy}", "-q",
            "-p", "no:randomly", f"--junitxml={junit}"]
     if not full:
-        cmd += ["tests/test_baselines.py", "tests/test_claims.py", "-k", "test_recorded or test_dense_claim"]
+        cmd += ["geometry_checks/checks/test_recorded.py", "geometry_checks/checks/test_claims.py", "-k", "test_recorded or test_dense_claim"]
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     start = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)

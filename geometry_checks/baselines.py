@@ -111,12 +111,21 @@ def set_run_options(options: str) -> None:
 
 
 def regenerate_command(model: str) -> str:
-    """The command that re-records `model`'s baselines (its pytest marker), with the run's
-    own --recorded-dir, --sentences and --model-path (set_run_options)."""
+    """The command that re-records `model`'s baselines: its pytest marker, or for a model that
+    is not registered (`--model DIR`) `-m any_model --model DIR`, with the run's own
+    --recorded-dir, --sentences and --model-path (set_run_options). Outside a checkout the
+    checks are collected from the installed package (`pytest --pyargs geometry_checks`)."""
+    import shlex
+
+    from .paths import in_checkout
     from .registry import MODELS
 
     spec = MODELS.get(model)
-    return REGENERATE.format(marker=spec.marker if spec else model) + _RUN_OPTIONS
+    command = (REGENERATE.format(marker=spec.marker) if spec
+               else f"pytest -m any_model --model {shlex.quote(model)} --update-baselines")
+    if not in_checkout():
+        command = command.replace("pytest ", "pytest --pyargs geometry_checks ", 1)
+    return command + _RUN_OPTIONS
 
 
 def path_for(model: str, sentence_set: str, root: Path = RECORDED) -> Path:

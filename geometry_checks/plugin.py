@@ -1,7 +1,11 @@
 """pytest wiring: options, the session Lab, verdict recording and the findings table.
 
 Thin by design: checks live in `claims`, numbers in `measure`/`metrics`, tables in
-`report`. Registered from the repository's conftest.py.
+`report`; the test modules that run them are `geometry_checks/checks/`. Registered by the
+`pytest11` entry point `geometry_checks.plugin` wherever the package is installed (so pytest
+knows the options before it picks its root directory, and `pytest --pyargs geometry_checks`
+works from any directory), and by the repository's conftest.py under the same name for a
+clone on PYTHONPATH: pytest registers it once when both apply.
 """
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from .errors import InputError
-from .lab import DEFAULT_SENTENCES, Lab, ModelNotAvailable
+from .paths import DEFAULT_SENTENCES
 from .registry import MODELS
+
+# Loaded by every pytest run where the package is installed (the entry point): this module
+# imports no torch at import time; the fixtures import the Lab when a check asks for one.
 
 VERDICT_KEY = pytest.StashKey[object]()
 ROWS_KEY = pytest.StashKey[list]()
@@ -64,7 +71,23 @@ def _model_paths(config: pytest.Config) -> dict[str, str]:
     return paths
 
 
+def _markers() -> dict[str, str]:
+    """The markers of the checks, registered by the plugin itself (they exist outside this repository)."""
+    markers = {spec.marker: f"checks on {spec.hub_id}" for spec in MODELS.values()}
+    markers["any_model"] = "model-agnostic checks on the model given with --model"
+    return markers
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    for marker, text in _markers().items():
+        config.addinivalue_line("markers", f"{marker}: {text}")
+    if config.getoption("--update-baselines") and not config.getoption("--recorded-dir"):
+        from .paths import RECORDED, in_checkout
+
+        if not in_checkout():
+            # An installed package's recorded baselines are read-only: site-packages is never written.
+            raise pytest.UsageError(f"--update-baselines would write into the installed package ({RECORDED}); "
+                                    "pass --recorded-dir DIR to record the baselines there")
     config.stash[ROWS_KEY] = []
     config.stash[NOTES_KEY] = {}
     config.stash[WRITTEN_KEY] = []
@@ -113,8 +136,10 @@ def _run_options(config: pytest.Config, paths: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="session")
-def lab(pytestconfig: pytest.Config) -> Lab:
+def lab(pytestconfig: pytest.Config):
     """The session's models and measurements (read-only; one forward pass per model and set)."""
+    from .lab import Lab
+
     try:
         return Lab(_model_paths(pytestconfig), pytestconfig.getoption("--device"),
                    sentences=pytestconfig.getoption("--sentences"),
@@ -126,8 +151,10 @@ def lab(pytestconfig: pytest.Config) -> Lab:
 
 
 @pytest.fixture(scope="session")
-def measurement_of(lab: Lab, pytestconfig: pytest.Config):
+def measurement_of(lab, pytestconfig: pytest.Config):
     """get(model) -> Measurement; skips (or fails with --require-models) when weights are missing."""
+    from .lab import ModelNotAvailable
+
     require = pytestconfig.getoption("--require-models")
 
     def get(model: str):
@@ -175,7 +202,8 @@ def recorded_getter(update: bool, root: Path, notes: dict, written: list, extra_
 
     loaded: dict = {}
 
-    def get(measurement):
+    def get(measurement, given: str | None = None):
+        # given: the model as the run named it (`--model ./my-model`), for the command in messages
         model, name = measurement.model, measurement.sentence_set
         path = B.path_for(model, name, root)
         if (model, name) not in loaded:
@@ -198,7 +226,7 @@ def recorded_getter(update: bool, root: Path, notes: dict, written: list, extra_
             pytest.fail(f"geometry-checks: {data}", pytrace=False)
         if data is None:
             message = (f"no recorded baseline for {model} on sentence set {name!r} ({path}): "
-                       f"create it with `{B.regenerate_command(model)}{extra_args}` and commit it")
+                       f"create it with `{B.regenerate_command(given or model)}{extra_args}` and commit it")
             if _in_ci():
                 pytest.fail(f"CI=true: {message}", pytrace=False)
             pytest.skip(message)

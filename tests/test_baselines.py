@@ -1,10 +1,6 @@
-"""The regression gate: each model's session measurement against its recorded baseline.
-
-`test_recorded` is one test per recorded metric, `<model>-recorded-<metric>` (marked with
-the model's marker, so `pytest -m minilm` runs MiniLM's), plus `<model>-recorded-baseline`:
-the file itself (missing: fails when CI=true, skips locally with the command that creates
-it; corrupt: one line; a metric measured but not recorded). `pytest -m minilm
---update-baselines` re-records. The rest pins the behaviour of geometry_checks/baselines.py
+"""The regression gate's code. The gate itself, `test_recorded`, is a check of a model and
+ships with the package (geometry_checks/checks/test_recorded.py); `pytest -m minilm
+--update-baselines` re-records. This pins the behaviour of geometry_checks/baselines.py
 and of the plugin's `recorded_baseline` fixture: the failure text, atomic writes,
 provenance, corrupt files, the CI rule, and that a re-saved checkpoint measured without
 padding stays within the tolerances and is one warning line, not an error.
@@ -24,53 +20,13 @@ from geometry_checks import baselines as B
 from geometry_checks.claims import PUBLISHED
 from geometry_checks.errors import InputError
 from geometry_checks.measure import Measurement
-from geometry_checks.plugin import recorded_getter, recorded_root
+from geometry_checks.plugin import recorded_getter
 from geometry_checks.registry import MODELS
 from geometry_checks.sentences import load_sentence_set
 
 ROOT = Path(__file__).resolve().parent.parent
 PROVENANCE = ("hub_id", "revision", "weights_sha256", "torch", "transformers", "numpy", "dtype", "device", "date",
               "sentence_set_sha256")
-
-
-# --------------------------------------------------------------------------- the gate
-
-
-def _recorded_params(config):
-    try:
-        set_name = load_sentence_set(config.getoption("--sentences")).name
-    except InputError:
-        set_name = "core"  # the lab fixture reports the bad file
-    root = recorded_root(config)
-    for model, spec in MODELS.items():
-        mark = getattr(pytest.mark, spec.marker)
-        yield pytest.param(model, None, marks=mark, id=f"{model}-recorded-baseline")
-        try:
-            data = B.load_recorded(model, set_name, root)
-        except InputError:
-            data = None  # `<model>-recorded-baseline` fails with the one-line reason
-        for metric in B.metric_names(data or {}):
-            yield pytest.param(model, metric, marks=mark, id=f"{model}-recorded-{metric}")
-
-
-def pytest_generate_tests(metafunc):
-    if metafunc.function.__name__ == "test_recorded":
-        metafunc.parametrize(("model", "metric"), list(_recorded_params(metafunc.config)))
-
-
-def test_recorded(model, metric, measurement_of, recorded_baseline):
-    measurement = measurement_of(model)
-    recorded = recorded_baseline(measurement)
-    measured = B.recordable(measurement)
-    if metric is None:
-        missing = B.unrecorded(measured, recorded)
-        if missing:
-            pytest.fail(f"{model}: measured but not in the recorded baseline: {', '.join(missing)}; "
-                        f"regenerate with `{B.regenerate_command(model)}`", pytrace=False)
-        return
-    result = B.compare_recorded(model, metric, measured, recorded)
-    if not result.passed:
-        pytest.fail(result.message, pytrace=False)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -372,7 +328,7 @@ def test_update_baselines_end_to_end(tmp_path):
     recorded = tmp_path / "recorded"
     published = {p: p.read_bytes() for p in PUBLISHED.rglob("*") if p.is_file()}
     env = {k: v for k, v in os.environ.items() if k != "CI"}
-    args = [sys.executable, "-m", "pytest", "tests/test_baselines.py", "-m", "minilm", "-q", "-p", "no:randomly",
+    args = [sys.executable, "-m", "pytest", "geometry_checks/checks/test_recorded.py", "-m", "minilm", "-q", "-p", "no:randomly",
             "-k", "test_recorded", "--sentences", str(sentences), "--recorded-dir", str(recorded)]
     proc = subprocess.run([*args, "--update-baselines"], capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env=env)

@@ -7,7 +7,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_real_model_checks_skip_cleanly_without_weights(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_claims.py", "-q", "-rs",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "geometry_checks/checks/test_claims.py", "-q", "-rs",
                            "-m", "mxbai or colbert"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env=_isolated_env(tmp_path))
@@ -18,7 +18,7 @@ def test_real_model_checks_skip_cleanly_without_weights(tmp_path):
 
 
 def test_require_models_fails_without_weights(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/test_claims.py", "-q",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "geometry_checks/checks/test_claims.py", "-q",
                            "-m", "colbert", "--require-models"],
                           capture_output=True, text=True, cwd=ROOT, timeout=600, env=_isolated_env(tmp_path))
     assert proc.returncode == 1, proc.stdout + proc.stderr
