@@ -12,7 +12,9 @@ import warnings
 from pathlib import Path
 
 from .errors import InputError
-from .lab import DEFAULT_SENTENCES, Lab
+from .paths import DEFAULT_SENTENCES
+
+# torch is imported by the commands (via .lab), not here: `geometry-checks --help` stays fast.
 
 
 def _model_paths(items: list[str]) -> dict[str, str]:
@@ -77,6 +79,7 @@ def _check_options(args) -> None:
 
 
 def cmd_measure(args) -> int:
+    from .lab import Lab
     from .outputs import check_file
     from .sentences import load_sentence_set
 
@@ -105,6 +108,7 @@ def cmd_measure(args) -> int:
 
 def cmd_report(args) -> int:
     from .capture import available_models
+    from .lab import Lab
     from .outputs import check_dir
     from .report import build_report, claims_matrix, earlier_report_files, matrix_markdown, summary_counts
     from .sentences import load_sentence_set
