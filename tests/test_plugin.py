@@ -33,3 +33,41 @@ def _isolated_env(tmp_path):
     env["HF_HOME"] = str(tmp_path / "hf-home")  # an empty cache: no weights, whatever this machine has
     env["HF_HUB_OFFLINE"] = "1"
     return env
+
+
+def test_a_clone_on_pythonpath_gets_the_plugin_from_conftest(tmp_path):
+    """Without entry points (a clone on PYTHONPATH, nothing installed), conftest.py's
+    pytest_plugins registers the plugin: its options, markers and fixtures are there.
+    (With the package installed, tests/test_package.py checks the entry point.)"""
+    env = _isolated_env(tmp_path)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "geometry_checks/checks/test_claims.py", "-q", "-rs",
+                           "-m", "colbert", "--require-models", "--sentences", str(ROOT / "fixtures" / "core.json")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "--require-models: weights for colbert" in proc.stdout
+
+
+def test_update_baselines_outside_a_checkout_needs_recorded_dir(monkeypatch):
+    """An installed package's recorded baselines are never rewritten: one usage line instead."""
+    import pytest
+
+    from geometry_checks import paths, plugin
+
+    class Config:
+        def __init__(self, **options):
+            self.options, self.markers = options, []
+
+        def getoption(self, name):
+            return self.options.get(name.lstrip("-").replace("-", "_"))
+
+        def addinivalue_line(self, name, line):
+            self.markers.append(line)
+
+    monkeypatch.setattr(paths, "in_checkout", lambda: False)
+    config = Config(update_baselines=True)
+    with pytest.raises(pytest.UsageError, match=r"--update-baselines would write into the installed package .*; "
+                                                r"pass --recorded-dir DIR to record the baselines there$"):
+        plugin.pytest_configure(config)
+    assert {line.split(":")[0] for line in config.markers} >= {"minilm", "mxbai", "colbert", "any_model"}
