@@ -195,9 +195,10 @@ def test_checkout_with_the_entry_point_installed_registers_the_plugin_once(insta
     python, env, _, _, _ = installed
     sentences = tmp_path / "mine.txt"
     sentences.write_text("The cat sat on the mat\nStock markets fell sharply today\n")
-    proc = _run([python, "-m", "pytest", "geometry_checks/checks/test_recorded.py", "-m", "minilm",
-                 "-k", "recorded-baseline", "-p", "no:randomly", "--sentences", sentences,
-                 "--recorded-dir", tmp_path / "rec", "--update-baselines"], ROOT, env)
+    # no path argument (as `pytest -m minilm --sentences /tmp/mine.txt`): without the entry point
+    # pytest would root itself in /tmp, never read conftest.py, and call the options unknown
+    proc = _run([python, "-m", "pytest", "-m", "minilm", "-k", "minilm-recorded-baseline", "-p", "no:randomly",
+                 "--sentences", sentences, "--recorded-dir", tmp_path / "rec", "--update-baselines"], ROOT, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert (tmp_path / "rec" / "minilm" / "mine.json").is_file()
 
