@@ -196,7 +196,9 @@ def test_checkout_with_the_entry_point_installed_registers_the_plugin_once(insta
     sentences = tmp_path / "mine.txt"
     sentences.write_text("The cat sat on the mat\nStock markets fell sharply today\n")
     # no path argument (as `pytest -m minilm --sentences /tmp/mine.txt`): without the entry point
-    # pytest would root itself in /tmp, never read conftest.py, and call the options unknown
+    # pytest would root itself in /tmp, never read conftest.py, and call the options unknown.
+    # (pytest still roots itself in /tmp here, missing pytest.ini: it picks its root before it
+    # loads any plugin. The README says so and recommends `--sentences=/tmp/...` in a clone.)
     proc = _run([python, "-m", "pytest", "-m", "minilm", "-k", "minilm-recorded-baseline", "-p", "no:randomly",
                  "--sentences", sentences, "--recorded-dir", tmp_path / "rec", "--update-baselines"], ROOT, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
