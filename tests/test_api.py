@@ -24,7 +24,8 @@ def test_every_public_name_imports():
 
 def test_import_and_cli_help_do_not_load_torch():
     """`import geometry_checks`, the plugin and `geometry-checks --help` stay light (torch takes seconds)."""
-    code = ("import sys, geometry_checks, geometry_checks.plugin; from geometry_checks import cli\n"
+    code = ("import sys, geometry_checks, geometry_checks.plugin, geometry_checks.baselines\n"
+            "from geometry_checks import cli\n"
             "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -248,3 +248,6 @@ def test_the_gate_on_your_own_model(installed):
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "FAILED checks/test_recorded.py::test_recorded[./my-model-recorded-intra_sentence_cosine]" in proc.stdout
     assert "./my-model / intra_sentence_cosine: " in proc.stdout and "worst at depth " in proc.stdout
+    # the command it names is the one that re-records here (a user copies it)
+    assert ("regenerate with `pytest --pyargs geometry_checks -m any_model --model ./my-model --update-baselines "
+            "--recorded-dir ./geometry-baselines`") in proc.stdout
