@@ -774,7 +774,7 @@ assert set(DENSE_CHECKS) == set(DENSE_CLAIMS), "every dense claim needs exactly 
 # (model, claim) -> reason: checks a faithful measurement does not reproduce. Each entry
 # is an xfail (strict: an unexpected pass fails) with its measured numbers.
 # The numbers are those of the default sentence set (fixtures/core.json) on CPU float32;
-# tests/test_claims.py::test_expected_failure_reason_carries_the_measured_number keeps them
+# geometry_checks/checks/test_claims.py::test_expected_failure_reason_carries_the_measured_number keeps them
 # in step with what the check measures.
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
     ("mpnet", "dense-late-writes"): (
