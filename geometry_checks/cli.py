@@ -90,7 +90,7 @@ def cmd_measure(args) -> int:
     lab = Lab(_model_paths(args.model_path), args.device, args.dtype, DEFAULT_SENTENCES, args.batch_size,
               sublayers=args.sublayers, allow_download=args.allow_download, cache=not args.no_cache,
               truncate=not args.no_truncate)
-    # issue 4: streaming (or in memory with --sublayers) and cached, via Lab.measure; the
+    # issue 4 and 13: streaming (--sublayers included) and cached, via Lab.measure; the
     # model's pooling comes from its spec, so a cache hit loads no model
     ref = lab.ref(args.model)
     if ref.is_dir:

@@ -11,10 +11,10 @@ from pathlib import Path
 from . import cache as K
 from . import capture as C
 from .errors import InputError
-from .measure import Measurement, measure
+from .measure import Measurement
 from .paths import DEFAULT_SENTENCES
 from .sentences import SentenceSet, load_sentence_set
-from .streaming import DEFAULT_MAX_PCA_TOKENS, PCA_SEED, cpu_threads, measure_streaming
+from .streaming import DEFAULT_MAX_PCA_TOKENS, PCA_SEED, measure_states, measure_streaming
 
 
 class ModelNotAvailable(InputError):
@@ -118,10 +118,11 @@ class Lab:
     def measure(self, model: str, sentences: SentenceSet, poolings: tuple[str, ...] = ("mean",)) -> Measurement:
         """One Measurement: from the on-disk cache, else computed and cached.
 
-        Computed by `streaming.measure_streaming` (bounded memory, one batch at a time);
-        in memory (`measure.measure`) when sublayers are asked for or this Lab already holds
-        the set's states. Both sample the PCA tokens the same way above
-        DEFAULT_MAX_PCA_TOKENS, and agree to 1e-5.
+        Computed by the streaming engine (issue 13: one production path, sublayers
+        included): `streaming.measure_streaming` (bounded memory, one batch at a time), or
+        `streaming.measure_states` on the states when this Lab already holds them (no second
+        forward pass). `measure.measure` stays the reference definition they are tested
+        against (tests/test_streaming.py: equal to 1e-5).
         """
         fields = self._cache_fields(model, sentences, poolings)
         hit = K.load(fields)
@@ -146,14 +147,12 @@ class Lab:
         fitted = self.fitted(model, sentences)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if self.sublayers or (model, sentences.sha256) in self._states:
-                states = self.states(model, sentences)
-                with cpu_threads(1 if loaded.device.type == "cpu" else None):  # see streaming.cpu_threads
-                    result = measure(states, fitted, poolings, max_pca_tokens=DEFAULT_MAX_PCA_TOKENS,
-                                     sublayers=self.sublayers)
+            if (model, sentences.sha256) in self._states:  # the held states are a capture of `fitted`
+                result = measure_states(self._states[(model, sentences.sha256)], fitted, poolings,
+                                        self.batch_size, DEFAULT_MAX_PCA_TOKENS, PCA_SEED, sublayers=self.sublayers)
             else:
                 result = measure_streaming(loaded, fitted, poolings, self.batch_size,
-                                           DEFAULT_MAX_PCA_TOKENS, PCA_SEED)
+                                           DEFAULT_MAX_PCA_TOKENS, PCA_SEED, sublayers=self.sublayers)
         for w in caught:
             warnings.warn(str(w.message), stacklevel=2)
         # provenance: the set as given (its hash), and what was cut to the token limit

@@ -37,6 +37,7 @@ from .capture import LayerStates
 
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
 CLASSES = ("content", "function", "content-function")
+NO_SUBLAYERS = "the states were captured without sublayers (capture(..., sublayers=True))"
 INTRA = "intra_sentence_cosine"
 ATTN = "@attn"
 CLAIM = "open-question"
@@ -107,9 +108,8 @@ def open_question_curves(st: LayerStates) -> tuple[dict, dict, dict]:
 
     mid = st.sublayers.get("attn")
     if mid is None:
-        why = "the states were captured without sublayers (capture(..., sublayers=True))"
         for name in (INTRA, "cross_sentence_cosine", "separability_ratio"):
-            missing[name + ATTN] = why
+            missing[name + ATTN] = NO_SUBLAYERS
     else:
         m = mid[1:]  # depth 0 has no block, hence no mid
         curves[INTRA + ATTN] = _with_nan0(M.intra_sentence_cosine(m, c))

@@ -43,6 +43,7 @@ from . import metrics as M
 from .measure import Measurement
 from .sentences import SentenceSet
 
+_CLASSES = ("content", "function", "content-function")  # = openquestion.CLASSES
 DEFAULT_MAX_PCA_TOKENS = 20_000
 PCA_SEED = 0
 _DIM_CHUNK = 64  # dimensions per chunk of the per-dimension metrics (bounds their temporaries)
@@ -136,7 +137,7 @@ def _unit32(x: torch.Tensor, norms: torch.Tensor | None = None,
 
 
 def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Tensor,
-                     pc1_delta: bool = True) -> dict | None:
+                     pc1_delta: bool = True, function: torch.Tensor | None = None) -> dict | None:
     """Every per-sentence reduction the streaming path keeps, for one batch, in few passes.
 
     states float32 [P, B, T, H]; content, attn bool [B, T]. Returns (float64 unless noted):
@@ -145,7 +146,12 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     metrics.intra_sentence_cosine_per_sentence [P, B]; `within` = metrics.within_scatter
     [P, B]; `norm_sum` = sum of content-token norms [P]; with pc1_delta also `pc1` =
     metrics.pc1_mean_cosine_per_sentence and `delta` = metrics.delta_coherence_per_sentence
-    [P, B]. None if an attended state is NaN or inf (the caller raises the InputError).
+    [P, B]. With a function-word mask `function` (bool [B, T], a subset of `content`;
+    openquestion.word_class_masks) also `class_sums` [P, B, 3] and `class_pairs` [B, 3]:
+    metrics.class_pair_sums of the (content, content), (function, function) and
+    (content, function) word pairs, from the same unit vectors (content words' sums are
+    all content tokens' minus the function words'). None if an attended state is NaN or
+    inf (the caller raises the InputError).
 
     The same quantities as metrics.py, computed differently, to about 1e-7: the masked sums
     over tokens are batched matrix products (float32 accumulation over one sentence's
@@ -192,8 +198,24 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     del centred, dist
 
     units, unit_sq = _unit32(x, norms)
-    out["unit_sums"] = torch.matmul(cw, units).squeeze(-2).to(acc)  # [P, B, H]
-    out["intra"] = _pair_mean(out["unit_sums"], (unit_sq * cw.squeeze(1)).sum(-1, dtype=acc), nf)
+    if function is None:
+        out["unit_sums"] = torch.matmul(cw, units).squeeze(-2).to(acc)  # [P, B, H]
+        self_dots = (unit_sq * cw.squeeze(1)).sum(-1, dtype=acc)
+    else:
+        fm = function.to(device=x.device, dtype=torch.bool) & cm
+        fw = fm.to(x.dtype)
+        both = torch.matmul(torch.stack([cw.squeeze(1), fw], 1), units).to(acc)  # [P, B, 2, H]
+        dots = (unit_sq[:, :, None, :] * torch.stack([cw.squeeze(1), fw], 1)).sum(-1, dtype=acc)  # [P, B, 2]
+        out["unit_sums"], self_dots = both[:, :, 0], dots[..., 0]
+        sf, self_f = both[:, :, 1], dots[..., 1]
+        sc, self_c = both[:, :, 0] - sf, dots[..., 0] - self_f  # content words = content tokens - function words
+        n_f = fm.sum(1)
+        n_c = n - n_f
+        out["class_sums"] = torch.stack([((sc * sc).sum(-1) - self_c) / 2, ((sf * sf).sum(-1) - self_f) / 2,
+                                         (sc * sf).sum(-1)], -1)
+        out["class_pairs"] = torch.stack([n_c * (n_c - 1) // 2, n_f * (n_f - 1) // 2, n_c * n_f], -1)
+        out["n_function"] = n_f
+    out["intra"] = _pair_mean(out["unit_sums"], self_dots, nf)
     del units
     if pc1_delta:
         steps, step_sq = _unit32(x[1:] - x[:-1], in_place=True)
@@ -280,7 +302,8 @@ def trajectory_curves(tokens: torch.Tensor) -> dict:
 class _Cloud:
     """Per-sentence reductions of the token-cloud and pooled metrics over S sentence slots."""
 
-    def __init__(self, depths: int, hidden: int, sentences: int, device, poolings: Iterable[str], pools: bool):
+    def __init__(self, depths: int, hidden: int, sentences: int, device, poolings: Iterable[str], pools: bool,
+                 classes: bool = False):
         P, S, H = depths, sentences, hidden
         f64 = torch.float32 if device.type == "mps" else torch.float64
         nan = float("nan")
@@ -298,14 +321,23 @@ class _Cloud:
             self.cls_align = torch.zeros((P, S), dtype=f64, device=device)
             self.drift = torch.zeros((P, S), dtype=f64, device=device)
             self.pools = {p: torch.zeros((P, S, H), dtype=torch.float32, device=device) for p in poolings}
+        self.classes = classes
+        if classes:  # the open question's word classes (openquestion.open_question_curves)
+            self.class_sums = torch.zeros((P, S, 3), dtype=f64, device=device)
+            self.class_pairs = torch.zeros((S, 3), dtype=torch.long, device=device)
+            self.n_function = torch.zeros(S, dtype=torch.long, device=device)
+            if pools:  # pair_cosine_all from sums of the mean pools' unit vectors
+                self.pool_unit_sum = torch.zeros((P, H), dtype=f64, device=device)
+                self.pool_unit_sq = torch.zeros(P, dtype=f64, device=device)
 
     def add(self, x: torch.Tensor, content: torch.Tensor, attn: torch.Tensor, slots: torch.Tensor,
-            pc1_delta: bool = True) -> bool:
-        """x [P, B, T, H], content/attn [B, T]; row b of the batch is sentence slot slots[b].
+            pc1_delta: bool = True, function: torch.Tensor | None = None) -> bool:
+        """x [P, B, T, H], content/attn [B, T]; row b of the batch is sentence slot slots[b];
+        function: the function-word mask [B, T] (needed when the cloud keeps classes).
 
         Returns False, adding nothing, if a state at an attended position is NaN or inf (then
         the mean pool is not finite: float64 sums of float32 values cannot overflow)."""
-        red = batch_reductions(x, content, attn, pc1_delta)
+        red = batch_reductions(x, content, attn, pc1_delta, function if self.classes else None)
         if red is None:
             return False
         pool, n, unit_sums = red["pool"], red["n"], red["unit_sums"]
@@ -324,7 +356,33 @@ class _Cloud:
             self.drift[:, slots] = M.meanpool_drift(pool)
             for name, store in self.pools.items():
                 store[:, slots] = (pool if name == "mean" else x[:, :, 0]).to(store.dtype)
+        if self.classes:
+            self.class_sums[:, slots] = red["class_sums"]
+            self.class_pairs[slots] = red["class_pairs"]
+            self.n_function[slots] = red["n_function"]
+            if self.with_pools:
+                units, unit_sq = _unit32(pool)
+                self.pool_unit_sum += units.sum(1)
+                self.pool_unit_sq += unit_sq.sum(1)
         return True
+
+    def class_curves(self) -> tuple[dict, dict, torch.Tensor]:
+        """(class -> intra_class_cosine / cross_class_cosine curve, class -> pair count,
+        the three metrics.class_pair_shares [3, P]) of the kept per-sentence class sums."""
+        sums, pairs = self.class_sums, self.class_pairs.to(self.class_sums.dtype)
+        per = torch.where(pairs > 0, sums / pairs.clamp_min(1), torch.full_like(sums, float("nan")))
+        curves = dict(zip(_CLASSES, torch.nanmean(per, 1).unbind(-1)))
+        counts = dict(zip(_CLASSES, self.class_pairs.sum(0).tolist()))
+        total = (self.n * (self.n - 1) // 2).to(sums.dtype)
+        keep = self.n >= 2
+        shares = (sums[:, keep] / total[keep][:, None]).mean(1).T  # [3, P]
+        return curves, counts, shares
+
+    def pair_cosine_all(self) -> torch.Tensor:
+        """metrics.pair_cosine_all of the kept mean pools, from the sums of their unit vectors."""
+        S = self.n.shape[0]
+        return _pair_mean(self.pool_unit_sum, self.pool_unit_sq,
+                          torch.full_like(self.pool_unit_sq, float(S)))
 
     def separability(self) -> torch.Tensor:
         """separability_ratio, depth by depth (float64 temporaries of one depth at a time)."""
@@ -391,19 +449,62 @@ def measure_streaming(
     seed: int = PCA_SEED,
     method: str = "auto",
     metric_threads: int | None = None,
+    sublayers: bool = False,
 ) -> Measurement:
     """Every METRICS.md metric of `sentences`, one batch at a time (see the module docstring).
 
+    sublayers: also the open question's curves, as `measure(..., sublayers=True)` gives them
+    (each block's post-attention state is captured with hooks, `capture(..., sublayers=True)`).
     metric_threads: CPU threads for the metric work between forward passes (None: as set);
     the forward passes keep the process's thread count.
     """
-    if not poolings or poolings[0] != "mean":
-        raise ValueError("the first pooling must be mean (the METRICS.md default)")
-    poolings = tuple(dict.fromkeys(poolings))
+    _check_poolings(poolings)
     items = C.texts_of(sentences)
-    item_of = {key: i for i, key in enumerate(items)}
     ids = C.token_ids(loaded, items)  # one tokenizer pass: the counts and capture's length sort
     counts = content_counts(loaded, ids)
+    batches = C.iter_batches(loaded, items, batch_size, method, sublayers=sublayers, ids=ids)
+    prov = {**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256}
+    threads = metric_threads if loaded.device.type == "cpu" else None
+    return _measure_batches(sentences, items, counts, batches, poolings, max_pca_tokens, seed, sublayers,
+                            loaded.spec.name, prov, threads)
+
+
+def measure_states(
+    states: C.LayerStates,
+    sentences: SentenceSet,
+    poolings: tuple[str, ...] = ("mean",),
+    batch_size: int = 64,
+    max_pca_tokens: int | None = DEFAULT_MAX_PCA_TOKENS,
+    seed: int = PCA_SEED,
+    sublayers: bool = False,
+) -> Measurement:
+    """The same engine on states already captured (`capture(loaded, sentences)`, in
+    `texts_of` order): what `Lab.measure` runs when the Lab holds the set's states. With
+    sublayers, the open question's `@attn` curves need states captured with sublayers=True
+    (otherwise they are listed in not_computed, as `measure` does)."""
+    _check_poolings(poolings)
+    items = C.texts_of(sentences)
+    if list(zip(states.texts, states.roles)) != items:
+        raise ValueError("measure_states: the states are not a capture of this sentence set")
+    counts = states.content.sum(1).tolist()
+    batches = ((list(range(lo, min(lo + batch_size, len(items)))),
+                states.select(list(range(lo, min(lo + batch_size, len(items))))))
+               for lo in range(0, len(items), batch_size))
+    prov = {**states.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256}
+    return _measure_batches(sentences, items, counts, batches, poolings, max_pca_tokens, seed, sublayers,
+                            prov.get("model", "?"), prov, None)
+
+
+def _check_poolings(poolings) -> None:
+    if not poolings or poolings[0] != "mean":
+        raise ValueError("the first pooling must be mean (the METRICS.md default)")
+
+
+def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, poolings, max_pca_tokens, seed,
+                     sublayers: bool, name: str, prov: dict, threads: int | None) -> Measurement:
+    """The engine: every reduction of each (rows, LayerStates) batch, then the Measurement."""
+    poolings = tuple(dict.fromkeys(poolings))
+    item_of = {key: i for i, key in enumerate(items)}
     for (text, _), n in zip(items, counts):
         if n == 0:
             raise MS.no_content_error(sentences, text, loaded.spec.name)
@@ -420,14 +521,17 @@ def measure_streaming(
     keep_items.update(item_of[(t, "doc")] for t in sentences.retrieval_pool)
     keep_items.update(item_of[(r.query, "query")] for r in sentences.retrieval)
     kept: dict[int, C.LayerStates] = {}
-    cloud = proj = None
-    prov = {**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256}
+    cloud = proj = mid = None
+    mid_missing = False
+    word_classes = None
+    if sublayers:
+        from .openquestion import word_class_masks as word_classes
 
-    for rows, batch in C.iter_batches(loaded, items, batch_size, method, ids=ids):
-        with cpu_threads(metric_threads if loaded.device.type == "cpu" else None):
+    for rows, batch in batches:
+        with cpu_threads(threads):
             got = batch.content.sum(1).tolist()
             if got != [counts[i] for i in rows]:  # pragma: no cover - tokenizer and capture disagree
-                raise RuntimeError(f"{loaded.spec.name}: content-token counts differ between passes")
+                raise RuntimeError(f"{name}: content-token counts differ between passes")
             pos, slots = [], []
             for b, item in enumerate(rows):
                 for s in slots_of.get(item, ()):
@@ -436,30 +540,81 @@ def measure_streaming(
                 if item in keep_items:
                     kept[item] = batch.select([b])
                     if item not in slots_of:  # cloud rows are checked by _Cloud.add
-                        C.check_finite(kept[item], loaded.spec.name)
+                        C.check_finite(kept[item], name)
             if not pos:
                 continue
             dev = batch.states.device
             slot_t = torch.tensor(slots, dtype=torch.long, device=dev)
+            m = batch.sublayers.get("attn") if sublayers else None
+            fw = word_classes(batch)[1] if sublayers else None
             if pos == list(range(len(rows))):
                 x, c, a, pr = batch.states, batch.content, batch.attn, batch.proj
             else:
                 idx = torch.tensor(pos, dtype=torch.long, device=dev)
                 x, c, a = batch.states.index_select(1, idx), batch.content[idx], batch.attn[idx]
                 pr = None if batch.proj is None else batch.proj[idx]
+                m = None if m is None else m.index_select(1, idx)
+                fw = None if fw is None else fw[idx]
             if cloud is None:
-                cloud = _Cloud(x.shape[0], x.shape[-1], S, dev, poolings, pools=True)
+                cloud = _Cloud(x.shape[0], x.shape[-1], S, dev, poolings, pools=True, classes=sublayers)
                 if pr is not None:
                     proj = _Cloud(1, pr.shape[-1], S, dev, (), pools=False)
-            if not cloud.add(x, c, a, slot_t):
-                C.check_finite(batch, loaded.spec.name)  # raises the one-line InputError
+                if m is not None:
+                    mid = _Cloud(x.shape[0] - 1, x.shape[-1], S, dev, (), pools=False, classes=True)
+                mid_missing = sublayers and m is None
+            if not cloud.add(x, c, a, slot_t, function=fw):
+                C.check_finite(batch, name)  # raises the one-line InputError
             sample.add(x, c, slot_t)
             if proj is not None:
                 proj.add(pr[None], c, a, slot_t, pc1_delta=False)
-            del x, c, a, pr
+            if mid is not None and not mid.add(m[1:], c, a, slot_t, pc1_delta=False, function=fw):
+                raise InputError(f"{name}: sublayer (post-attention) states contain NaN or inf")
+            del x, c, a, pr, m
 
-    with cpu_threads(metric_threads if loaded.device.type == "cpu" else None):
-        return _finish(sentences, poolings, cloud, proj, sample, kept, prov)
+    with cpu_threads(threads):
+        result = _finish(sentences, poolings, cloud, proj, sample, kept, prov)
+        if sublayers:
+            _open_question(result, cloud, mid, mid_missing)
+        return result
+
+
+def _open_question(result: Measurement, cloud: _Cloud, mid: _Cloud | None, mid_missing: bool) -> None:
+    """openquestion.open_question_curves from the kept reductions, added to `result` as
+    measure(..., sublayers=True) adds them."""
+    from . import openquestion as OQ
+
+    curves: dict = {}
+    scalars: dict = {}
+    missing: dict = {}
+    by_class, pairs, shares = cloud.class_curves()
+    for name in OQ.CLASSES:
+        curves[f"{OQ.INTRA}[{name}]"] = by_class[name]
+        scalars[f"pairs[{name}]"] = pairs[name]
+    scalars["tokens[content]"] = int((cloud.n - cloud.n_function).sum())
+    scalars["tokens[function]"] = int(cloud.n_function.sum())
+    for name, share in zip(OQ.CLASSES, shares):
+        curves[f"{OQ.INTRA}_share[{name}]"] = share
+    if mid is None or mid_missing:
+        for name in (OQ.INTRA, "cross_sentence_cosine", "separability_ratio"):
+            missing[name + OQ.ATTN] = OQ.NO_SUBLAYERS
+    else:
+        curves[OQ.INTRA + OQ.ATTN] = OQ._with_nan0(torch.nanmean(mid.intra, 1))
+        curves["cross_sentence_cosine" + OQ.ATTN] = OQ._with_nan0(mid.cross())
+        curves["separability_ratio" + OQ.ATTN] = OQ._with_nan0(mid.separability())
+        mid_class, _, _ = mid.class_curves()
+        for name in OQ.CLASSES:
+            curves[f"{OQ.INTRA}[{name}]{OQ.ATTN}"] = OQ._with_nan0(mid_class[name])
+    pca = cloud.pair_cosine_all()
+    curves["pair_cosine_all"] = pca
+    if cloud.n.shape[0] >= 2:
+        peak = M.peak_depth(pca)
+        scalars["pair_cosine_all_peak_depth"] = peak
+        scalars["pair_cosine_all_peak_fraction"] = peak / max(pca.shape[0] - 1, 1)
+    else:
+        missing["pair_cosine_all"] = "needs at least 2 sentences"
+    result.curves.update(MS._jsonify(curves))
+    result.scalars.update(MS._jsonify(scalars))
+    result.not_computed.update(missing)
 
 
 def _mini_states(kept: dict[int, C.LayerStates], prov: dict) -> C.LayerStates:

@@ -4,9 +4,12 @@
   sentence, a one-content-token sentence and core.json's pairs and retrieval), the two
   Measurements have the same layout (keys, list lengths, integers, strings) and every
   float agrees to 1e-5; also with a PCA token cap below the set's token count (the same
-  seeded sample), with cls pooling, and with a projection head;
-- each fast per-batch reduction equals its metrics.py function on random states with
-  zero vectors, single-token sentences, excluded markers and NaN padding;
+  seeded sample), with cls pooling, with a projection head, with the open question's
+  sublayer and word-class curves (`sublayers=True`), and on states already captured
+  (`measure_states`, what Lab.measure runs when it holds them);
+- each fast per-batch reduction (word-class pair sums included) equals its metrics.py
+  function on random states with zero vectors, single-token sentences, excluded markers
+  and NaN padding;
 - bad input stays a one-line InputError (no content token, NaN states) and the
   excluded-sentence warning still comes.
 """
@@ -65,13 +68,21 @@ def minilm():
         return C.load(C.resolve("minilm"), "cpu")
 
 
-def both(loaded, sentences, poolings=("mean",), batch_size=64, cap=ST.DEFAULT_MAX_PCA_TOKENS):
+def both(loaded, sentences, poolings=("mean",), batch_size=64, cap=ST.DEFAULT_MAX_PCA_TOKENS, sublayers=False,
+         held=False):
+    """(the in-memory reference, the streaming engine) as JSON; held: the engine on the
+    captured states (streaming.measure_states) instead of its own forward passes."""
     # one thread throughout: metrics.py's per-sentence SVDs and a busy 2-core CI runner (docs/performance.md)
     with warnings.catch_warnings(), ST.cpu_threads(1):
         warnings.simplefilter("ignore")
-        states = C.capture(loaded, sentences, batch_size)
-        memory = measure(states, sentences, poolings, max_pca_tokens=cap).to_json()
-        streamed = ST.measure_streaming(loaded, sentences, poolings, batch_size, max_pca_tokens=cap).to_json()
+        states = C.capture(loaded, sentences, batch_size, sublayers=sublayers)
+        memory = measure(states, sentences, poolings, max_pca_tokens=cap, sublayers=sublayers).to_json()
+        if held:
+            streamed = ST.measure_states(states, sentences, poolings, batch_size, max_pca_tokens=cap,
+                                         sublayers=sublayers).to_json()
+        else:
+            streamed = ST.measure_streaming(loaded, sentences, poolings, batch_size, max_pca_tokens=cap,
+                                            sublayers=sublayers).to_json()
     return memory, streamed
 
 
@@ -96,6 +107,31 @@ def test_generated_set_streaming_equals_in_memory(minilm, generated):
     assert streamed["excluded"] == memory["excluded"] and [e["sentence"] for e in streamed["excluded"]] == ["Hello"]
     assert "pca_tokens_sampled" not in streamed["scalars"]
     print(f"max deviation streaming vs in memory: {deviation:.2e}")
+
+
+@pytest.mark.minilm
+def test_generated_set_with_sublayers_streaming_equals_in_memory(minilm, generated):
+    """Issue 13: --sublayers (the @attn curves, the word-class curves and shares, the
+    attractor) through the streaming engine, against measure(..., sublayers=True)."""
+    memory, streamed = both(minilm, generated, batch_size=32, sublayers=True)
+    assert_same(memory, streamed)
+    assert len(streamed["curves"]["intra_sentence_cosine@attn"]) == 7
+    assert streamed["scalars"]["pairs[function]"] > 0 and "pair_cosine_all_peak_depth" in streamed["scalars"]
+
+
+@pytest.mark.minilm
+def test_held_states_take_the_same_engine(minilm):
+    """Lab.measure on states it already holds: streaming.measure_states, with and without
+    sublayer states (without them the @attn curves are not_computed, as in measure)."""
+    memory, streamed = both(minilm, CORE, ("mean", "cls"), sublayers=True, held=True)
+    assert_same(memory, streamed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = C.capture(minilm, CORE)
+        want = measure(plain, CORE, sublayers=True, max_pca_tokens=ST.DEFAULT_MAX_PCA_TOKENS).to_json()
+        got = ST.measure_states(plain, CORE, sublayers=True).to_json()
+    assert_same(want, got)
+    assert "intra_sentence_cosine@attn" in got["not_computed"] and "intra_sentence_cosine@attn" not in got["curves"]
 
 
 @pytest.mark.minilm
@@ -204,6 +240,23 @@ def test_batch_reductions_equal_metrics():
     assert torch.allclose(red["unit_sums"].sum(1), total, atol=1e-6)
     assert torch.allclose((red["unit_sums"] ** 2).sum((1, 2)), sq, atol=1e-5)
     assert red["pc1"][:, 2].isnan().all() and red["intra"][:, 2].isnan().all()  # one content token
+
+
+def test_batch_class_sums_equal_metrics():
+    """The open question's word-class pair sums (issue 13) against metrics.class_pair_sums."""
+    states, content, attn = _random_batch(3)
+    gen = torch.Generator().manual_seed(4)
+    function = content & (torch.rand(content.shape, generator=gen) < 0.4)
+    function[6] = content[6]  # a sentence of function words only
+    function[2] = False  # and one without any
+    red = ST.batch_reductions(states, content, attn, pc1_delta=False, function=function)
+    words = content & ~function
+    for k, masks in enumerate(((words,), (function,), (words, function))):
+        sums, pairs = M.class_pair_sums(states, *masks)
+        assert torch.allclose(red["class_sums"][..., k], sums, atol=1e-6), k
+        assert torch.equal(red["class_pairs"][:, k], pairs), k
+    assert torch.equal(red["n_function"], function.sum(1))
+    assert torch.equal(red["intra"].isnan(), M.intra_sentence_cosine_per_sentence(states, content).isnan())
 
 
 def test_pc1_flat_cloud_and_float64_path_equal_metrics():
