@@ -30,12 +30,34 @@ import math
 from pathlib import Path
 
 import torch
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from . import metrics as M
 from .capture import LayerStates
 
-STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
+
+def _english_stop_words() -> frozenset[str]:
+    """scikit-learn's ENGLISH_STOP_WORDS, read from its own module file when it is where
+    scikit-learn keeps it: `from sklearn.feature_extraction.text import ...` imports all
+    of sklearn.feature_extraction (and scipy), about 2 s of CPU that `measure --sublayers`
+    would pay in every process (issue 13). Otherwise the ordinary import."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "feature_extraction" / "_stop_words.py"
+        module_spec = importlib.util.spec_from_file_location("_geometry_checks_stop_words", path)
+        if path.is_file() and module_spec is not None:
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+            words = getattr(module, "ENGLISH_STOP_WORDS", None)
+            if isinstance(words, frozenset) and words:
+                return words
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+STOP_WORDS = _english_stop_words()
 CLASSES = ("content", "function", "content-function")
 NO_SUBLAYERS = "the states were captured without sublayers (capture(..., sublayers=True))"
 INTRA = "intra_sentence_cosine"

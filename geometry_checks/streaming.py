@@ -170,15 +170,22 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     if bool((n == 0).any()):
         raise ValueError(f"sentences {torch.nonzero(n == 0).flatten().tolist()} have no content token")
     acc = torch.float32 if x.device.type == "mps" else torch.float64
-    cw = cm.to(x.dtype)[:, None, :]  # [B, 1, T]
-    weights = torch.cat([am.to(x.dtype)[:, None, :], cw], 1)  # [B, 2, T]
-    sums = torch.matmul(weights, x)  # [P, B, 2, H]
-    if not bool(torch.isfinite(sums).all()):  # padding garbage (never read by metrics.py) or bad states
+    norms = torch.linalg.vector_norm(x, dim=-1)  # [P, B, T]
+    if not bool(torch.isfinite(norms).all()):  # padding garbage (never read by metrics.py) or bad states
         x = torch.where(am[None, :, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
-        sums = torch.matmul(weights, x)
-        if not bool(torch.isfinite(sums).all()):
+        norms = torch.linalg.vector_norm(x, dim=-1)
+        if not bool(torch.isfinite(norms).all()):
             return None
-    sums = sums.to(acc)
+    # Every masked sum over a sentence's tokens in one batched matrix product, the unit
+    # vectors' sums included: their 1 / |h_i| goes into the weights (no unit-vector tensor).
+    inv = torch.where(norms > M.EPS, 1 / norms.clamp_min(M.EPS), torch.zeros((), dtype=x.dtype, device=x.device))
+    unit_sq = (norms * inv) ** 2  # |unit|^2: 1, or 0 for a zero vector
+    cw = cm.to(x.dtype)  # [B, T]
+    rows = [am.to(x.dtype).expand_as(norms), cw.expand_as(norms), cw * inv]
+    if function is not None:
+        fm = function.to(device=x.device, dtype=torch.bool) & cm
+        rows.append(fm.to(x.dtype) * inv)
+    sums = torch.matmul(torch.stack(rows, 2), x).to(acc)  # [P, B, k, H]
     nf = n.to(acc)
     out = {"pool": sums[:, :, 0] / am.sum(1).to(acc)[:, None], "means": sums[:, :, 1] / nf[:, None], "n": n}
     m32 = out["means"].to(x.dtype)
@@ -189,26 +196,19 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
         dist = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
     else:
         dist = torch.linalg.vector_norm(centred, dim=-1)
-    out["within"] = (dist * cw.squeeze(1)).sum(-1, dtype=acc) / nf
-    norms = torch.linalg.vector_norm(x, dim=-1)  # [P, B, T]
-    out["norm_sum"] = (norms * cw.squeeze(1)).sum((1, 2), dtype=acc)
+    out["within"] = (dist * cw).sum(-1, dtype=acc) / nf
+    out["norm_sum"] = (norms * cw).sum((1, 2), dtype=acc)
     if pc1_delta:
         out["pc1"] = _pc1(x, centred, gram, cm, n, out["means"], norms)
         del gram
     del centred, dist
 
-    units, unit_sq = _unit32(x, norms)
-    if function is None:
-        out["unit_sums"] = torch.matmul(cw, units).squeeze(-2).to(acc)  # [P, B, H]
-        self_dots = (unit_sq * cw.squeeze(1)).sum(-1, dtype=acc)
-    else:
-        fm = function.to(device=x.device, dtype=torch.bool) & cm
-        fw = fm.to(x.dtype)
-        both = torch.matmul(torch.stack([cw.squeeze(1), fw], 1), units).to(acc)  # [P, B, 2, H]
-        dots = (unit_sq[:, :, None, :] * torch.stack([cw.squeeze(1), fw], 1)).sum(-1, dtype=acc)  # [P, B, 2]
-        out["unit_sums"], self_dots = both[:, :, 0], dots[..., 0]
-        sf, self_f = both[:, :, 1], dots[..., 1]
-        sc, self_c = both[:, :, 0] - sf, dots[..., 0] - self_f  # content words = content tokens - function words
+    out["unit_sums"] = sums[:, :, 2]  # [P, B, H]
+    self_dots = (unit_sq * cw).sum(-1, dtype=acc)
+    if function is not None:
+        sf = sums[:, :, 3]
+        self_f = (unit_sq * fm).sum(-1, dtype=acc)
+        sc, self_c = out["unit_sums"] - sf, self_dots - self_f  # content words = content tokens - function words
         n_f = fm.sum(1)
         n_c = n - n_f
         out["class_sums"] = torch.stack([((sc * sc).sum(-1) - self_c) / 2, ((sf * sf).sum(-1) - self_f) / 2,
@@ -216,37 +216,89 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
         out["class_pairs"] = torch.stack([n_c * (n_c - 1) // 2, n_f * (n_f - 1) // 2, n_c * n_f], -1)
         out["n_function"] = n_f
     out["intra"] = _pair_mean(out["unit_sums"], self_dots, nf)
-    del units
     if pc1_delta:
-        steps, step_sq = _unit32(x[1:] - x[:-1], in_place=True)
-        delta = _pair_mean(torch.matmul(cw, steps).squeeze(-2).to(acc), (step_sq * cw.squeeze(1)).sum(-1, dtype=acc), nf)
+        steps = x[1:] - x[:-1]
+        step_norms = torch.linalg.vector_norm(steps, dim=-1)
+        step_inv = torch.where(step_norms > M.EPS, 1 / step_norms.clamp_min(M.EPS),
+                               torch.zeros((), dtype=x.dtype, device=x.device))
+        step_sums = torch.matmul((cw * step_inv)[:, :, None, :], steps).squeeze(-2).to(acc)
+        step_sq = ((step_norms * step_inv) ** 2 * cw).sum(-1, dtype=acc)
+        del steps
+        delta = _pair_mean(step_sums, step_sq, nf)
         out["delta"] = torch.cat([torch.full_like(delta[:1], float("nan")), delta])
     return out
+
+
+PC1_RESIDUAL = 1e-9  # |G v - l1 v| above this times l1: the eigenvector is recomputed (see _top_eigenvector)
+
+
+def _top_eigenvector(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(eigenvalues ascending [..., T], top eigenvector [..., T, 1], converged bool [...])
+    of a batch of symmetric positive semi-definite matrices.
+
+    eigh's eigenvectors cost about twice its eigenvalues on the small [T, T] Gram
+    matrices, and pc1 needs one vector: it comes from inverse iteration with the shift
+    l1 (1 + 1e-9), three Cholesky solves of (shift I - G), which is positive definite.
+    Where the relative eigengap is at least PC1_GAP, each solve shrinks the other
+    directions by 1e-7. The start is G's column with the largest diagonal entry (never
+    the all-ones vector: a centred Gram matrix maps it to 0). A vector whose residual
+    |G v - l1 v| exceeds PC1_RESIDUAL l1 is flagged, and _pc1 recomputes that sentence."""
+    values = torch.linalg.eigvalsh(gram)
+    lam1 = values[..., -1]
+    shift = lam1 + 1e-9 * lam1.abs() + torch.finfo(gram.dtype).tiny
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    factor, info = torch.linalg.cholesky_ex(shift[..., None, None] * eye - gram)
+    col = gram.diagonal(dim1=-2, dim2=-1).argmax(-1)  # [...]
+    v = torch.take_along_dim(gram, col[..., None, None], dim=-1)  # [..., T, 1]
+    for _ in range(3):
+        v = torch.cholesky_solve(v, factor)
+        v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
+    residual = torch.linalg.vector_norm(gram @ v - lam1[..., None, None] * v, dim=(-2, -1))
+    converged = (info == 0) & torch.isfinite(residual) & (residual <= PC1_RESIDUAL * lam1.abs())
+    return values, v, converged
 
 
 def _pc1(x, centred, gram, cm, n, means, norms) -> torch.Tensor:
     acc = means.dtype
     pair = cm[:, :, None] & cm[:, None, :]  # [B, T, T]: the content rows and columns of the Gram matrix
     gram = gram.masked_fill(~pair, 0.0).to(acc)
-    values, vectors = torch.linalg.eigh(gram)  # ascending
-    top = vectors[..., -1:].transpose(-1, -2).to(x.dtype)  # [P, B, 1, T]
+    values, top, converged = _top_eigenvector(gram)
+    top = top.transpose(-1, -2).to(x.dtype)  # [P, B, 1, T]
     u = (top @ centred).squeeze(-2).to(acc)  # X^T v: [P, B, H], norm ~ the top singular value
     sigma = torch.linalg.vector_norm(u, dim=-1)
     direction = torch.where(sigma[..., None] > 0, u / sigma.clamp_min(torch.finfo(acc).tiny)[..., None], u)
     out = M.cosine(direction, means).abs()
     scale = torch.where(cm, norms, torch.zeros((), dtype=norms.dtype, device=norms.device)).amax(-1).to(acc)
     lam1, lam2 = values[..., -1], values[..., -2] if values.shape[-1] > 1 else torch.zeros_like(values[..., -1])
-    unsure = ((lam1 - lam2) < PC1_GAP * lam1.abs()) | (sigma <= PC1_FLAT * scale)
+    unsure = ((lam1 - lam2) < PC1_GAP * lam1.abs()) | (sigma <= PC1_FLAT * scale) | ~converged
     redo = torch.nonzero((unsure & (n >= 2)).any(0)).flatten()  # sentences, all depths
     if redo.numel():
         out[:, redo] = pc1_mean_cosine_per_sentence(x[:, redo], cm[redo]).to(acc)
     return torch.where(n >= 2, out, torch.full_like(out, float("nan")))
 
 
+_GRAM_BLOCKS = 4
+
+
+def _gram_t(x: torch.Tensor) -> torch.Tensor:
+    """x^T x for a tall x [N, H], computing only the blocks on and above the diagonal
+    (_GRAM_BLOCKS column blocks: 10 of 16 blocks, about 30% less time than one matmul)."""
+    H = x.shape[-1]
+    edges = [H * i // _GRAM_BLOCKS for i in range(_GRAM_BLOCKS + 1)]
+    if H < 4 * _GRAM_BLOCKS:
+        return x.T @ x
+    out = torch.empty((H, H), dtype=x.dtype, device=x.device)
+    for lo, hi in pairwise(edges):
+        block = x[:, lo:hi].T @ x[:, lo:]  # [hi - lo, H - lo]
+        out[lo:hi, lo:] = block
+        out[hi:, lo:hi] = block[:, hi - lo :].T
+    return out
+
+
 def _top_components(centred: torch.Tensor, n_components: int = 2) -> torch.Tensor:
     """The top principal directions [n, H] of centred [N, H] data, from the eigenvectors of
     its covariance, with scikit-learn's sign convention (as metrics.pca_fit)."""
-    vecs = torch.linalg.eigh(centred.T @ centred)[1]  # ascending eigenvalues
+    vecs = torch.linalg.eigh(_gram_t(centred))[1]  # ascending eigenvalues
     comps = vecs[:, -n_components:].flip(-1).T  # largest first
     signs = torch.sign(comps.gather(-1, comps.abs().argmax(-1, keepdim=True)))
     return comps * signs
@@ -420,9 +472,9 @@ class _Sample:
         self.tokens: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor, content: torch.Tensor, slots: torch.Tensor) -> None:
-        if self.tokens is None:  # token-major [N, P, H]: a token's depths are one contiguous row
-            self.tokens = torch.empty((self.size, x.shape[0], x.shape[-1]), dtype=torch.float32, device=x.device)
-        flat = x.permute(1, 2, 0, 3)[content.to(device=x.device, dtype=torch.bool)]  # [n_batch, P, H], (b, t) order
+        if self.tokens is None:  # depth-major [P, N, H]: each depth one contiguous matrix for the PCA fits
+            self.tokens = torch.empty((x.shape[0], self.size, x.shape[-1]), dtype=torch.float32, device=x.device)
+        flat = x[:, content.to(device=x.device, dtype=torch.bool)]  # [P, n_batch, H], (b, t) order
         slots = slots.cpu()
         n = self.counts[slots]
         start = torch.repeat_interleave(self.offsets[slots], n)
@@ -431,13 +483,13 @@ class _Sample:
         if self.sampled:
             take = self.keep[glob]
             dest = self.rank[glob[take]]
-            self.tokens.index_copy_(0, dest.to(x.device), flat[take.to(x.device)].float())
+            self.tokens.index_copy_(1, dest.to(x.device), flat[:, take.to(x.device)].float())
         else:
-            self.tokens.index_copy_(0, glob.to(x.device), flat.float())
+            self.tokens.index_copy_(1, glob.to(x.device), flat.float())
 
     def depth_major(self) -> torch.Tensor:
-        """The sample as [P, N, H] (a view)."""
-        return self.tokens.transpose(0, 1)
+        """The sample as [P, N, H]."""
+        return self.tokens
 
 
 def measure_streaming(
@@ -564,6 +616,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
                 mid_missing = sublayers and m is None
             if not cloud.add(x, c, a, slot_t, function=fw):
                 C.check_finite(batch, name)  # raises the one-line InputError
+                raise InputError(f"{name}: hidden states too large to measure (a token norm overflows float32)")
             sample.add(x, c, slot_t)
             if proj is not None:
                 proj.add(pr[None], c, a, slot_t, pc1_delta=False)

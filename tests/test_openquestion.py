@@ -102,6 +102,13 @@ def test_pair_cosine_all_equals_loop_oracle(seed):
     assert math.isnan(float(M.pair_cosine_all(pools[:, :1])[0]))
 
 
+def test_stop_words_are_scikit_learns():
+    """openquestion reads the list from scikit-learn's module file (no sklearn import, issue 13)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    assert OQ.STOP_WORDS == frozenset(ENGLISH_STOP_WORDS) and len(OQ.STOP_WORDS) > 300
+
+
 def test_peak_depth_ignores_nan_and_takes_the_first_maximum():
     assert M.peak_depth(torch.tensor([float("nan"), 0.2, 0.5, 0.5, 0.1])) == 2
     assert M.peak_depth(torch.tensor([float("nan")] * 3)) == -1
