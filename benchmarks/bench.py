@@ -6,10 +6,12 @@ Times whole processes, one after the other on the same machine, in one run:
               with all hidden states, nothing else (`--floor`, below);
   (b) measure: `geometry-checks measure` with every metric, starting from an empty cache
               (it computes everything, then writes the cache entry that (c) reads);
-  (c) cached: the same `geometry-checks measure` again, served from the cache.
+  (c) cached: the same `geometry-checks measure` again, served from the cache;
+  (d) with --sublayers: `geometry-checks measure --sublayers` (the open question's curves
+      too), from an empty cache.
 
-and prints each one's wall time, its peak RSS (os.wait4's ru_maxrss of that child) and
-b/a, c/a. (a) and (b) use the same batch size, device and thread count. The sentence set
+and prints each one's wall time, CPU time, its peak RSS (os.wait4's ru_maxrss of that
+child) and b/a, c/a (and d/a). (a) and (b) use the same batch size, device and thread count. The sentence set
 is `gen_sentences.sentence_file(N)`: N generated sentences plus fixtures/core.json's pairs
 and retrieval items, so that every metric is computed. With --repeat R the three run R
 times, interleaved (a b c a b c ...), and the medians are reported.
@@ -17,8 +19,10 @@ times, interleaved (a b c a b c ...), and the medians are reported.
     python benchmarks/bench.py                       # MiniLM, CPU, 2,000 sentences
     python benchmarks/bench.py --scale 20000         # + one 20,000-sentence measure (time, RSS)
     python benchmarks/bench.py --device cuda         # on a GPU: throughput vs the bare forward
+    python benchmarks/bench.py --sublayers --threads 1 --model NAME   # + (d), another registered model
 
-Targets (issue 4): b/a <= 1.3 (aim 1.1), c/a <= 0.5 (aim 0.1), 20k peak RSS < 3 GB (aim 1.5).
+Targets (issue 13): b/a <= 1.1, d/a <= 1.3, c/a <= 0.5 (aim 0.1, issue 4), and a peak RSS
+below 1.5 GB at 20,000 sentences with and without --sublayers.
 """
 from __future__ import annotations
 
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0,
                    help="OMP_NUM_THREADS/MKL_NUM_THREADS for every child (default: as set, torch's default)")
     p.add_argument("--scale", type=int, default=0, metavar="N", help="also measure N sentences once (no cache)")
+    p.add_argument("--sublayers", action="store_true",
+                   help="also time (d) `measure --sublayers` (and, with --scale, measure N sentences with it)")
     p.add_argument("--skip-abc", action="store_true", help="only the --scale run")
     p.add_argument("--floor", metavar="FILE", help=argparse.SUPPRESS)  # internal: run (a) on FILE
     args = p.parse_args(argv)
@@ -136,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model {args.model}, device {args.device}, {args.sentences} sentences (+ core.json's "
                   f"pairs and retrieval), batch size {args.batch_size}, {args.repeat} round(s)")
             steps = {"a floor": [], "b measure": [], "c cached": []}
+            if args.sublayers:
+                steps["d sublayers"] = []
             for r in range(args.repeat):
                 cache = tmp / f"cache{r}"  # empty: b computes and writes, c reads
                 run_env = {**env, "GEOMETRY_CHECKS_CACHE": str(cache)}
@@ -145,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                 steps["c cached"].append(run(measure_cmd(sentences, tmp / "c.json", args), run_env))
                 if "from the cache" not in steps["c cached"][-1]["out"][0]:
                     raise SystemExit(f"(c) was not served from the cache: {steps['c cached'][-1]['out']}")
+                if args.sublayers:
+                    steps["d sublayers"].append(run(measure_cmd(sentences, tmp / "d.json", args, "--sublayers"),
+                                                    run_env))
             wall = {k: statistics.median(x["wall"] for x in v) for k, v in steps.items()}
             cpu = {k: statistics.median(x["cpu"] for x in v) for k, v in steps.items()}
             rss = {k: max(x["rss_mb"] for x in v) for k, v in steps.items()}
@@ -153,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                 runs = " ".join(f"{x['wall']:.1f}" for x in steps[k])
                 print(f"{k:12} {wall[k]:8.2f} {cpu[k]:8.2f} {rss[k]:12.0f}  {runs}")
             a, a_cpu = wall["a floor"], cpu["a floor"]
-            print(f"b/a = {wall['b measure'] / a:.3f} wall, {cpu['b measure'] / a_cpu:.3f} CPU  (target <= 1.3, aim 1.1)")
+            print(f"b/a = {wall['b measure'] / a:.3f} wall, {cpu['b measure'] / a_cpu:.3f} CPU  (target <= 1.1)")
             print(f"c/a = {wall['c cached'] / a:.3f} wall, {cpu['c cached'] / a_cpu:.3f} CPU  (target <= 0.5, aim 0.1)")
+            if args.sublayers:
+                print(f"d/a = {wall['d sublayers'] / a:.3f} wall, {cpu['d sublayers'] / a_cpu:.3f} CPU  "
+                      "(target <= 1.3)")
             from geometry_checks.capture import texts_of
             from geometry_checks.sentences import load_sentence_set
 
@@ -163,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"(whole processes, model load included)")
         if args.scale:
             big = sentence_file(args.scale, tmp)
-            res = run(measure_cmd(big, tmp / "scale.json", args, "--no-cache"), env)
-            data = json.loads((tmp / "scale.json").read_text())
-            print(f"scale: {args.scale} sentences, {data['scalars'].get('pca_tokens')} content tokens "
-                  f"(PCA sample {data['scalars'].get('pca_tokens_sampled', 'all')}): "
-                  f"{res['wall']:.1f} s, peak RSS {res['rss_mb']:.0f} MB (target < 3072, aim 1536)")
+            for extra in ((), ("--sublayers",)) if args.sublayers else ((),):
+                res = run(measure_cmd(big, tmp / "scale.json", args, "--no-cache", *extra), env)
+                data = json.loads((tmp / "scale.json").read_text())
+                print(f"scale{' --sublayers' if extra else ''}: {args.scale} sentences, "
+                      f"{data['scalars'].get('pca_tokens')} content tokens "
+                      f"(PCA sample {data['scalars'].get('pca_tokens_sampled', 'all')}): "
+                      f"{res['wall']:.1f} s, peak RSS {res['rss_mb']:.0f} MB (target < 1536)")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -12,13 +12,24 @@ On a machine with CUDA, in one process (the model loaded once per device):
 3. **Throughput** on N generated sentences (gen_sentences, + core.json's pairs and
    retrieval): (a) the bare forward pass (length-sorted batches, all hidden states,
    nothing kept), (b) `measure_streaming` with every metric (what `geometry-checks
-   measure` runs), (c) `capture` + the in-memory `measure` (what `--sublayers` and the
-   pytest session run). Each is run --repeat times after one warm-up; medians, texts/s,
-   b/a and c/a, and the peak GPU memory of each.
-4. With --scale N: one streaming measure of N sentences (time, peak GPU memory).
+   measure` runs), (d) `measure_streaming(..., sublayers=True)` (what `measure
+   --sublayers`, `report` and the pytest session run since issue 13), (c) `capture` +
+   the in-memory reference `measure` (left out with --no-in-memory; slow, and large sets
+   do not fit). Each is run --repeat times after one warm-up; medians, texts/s, each
+   one's share of the forward pass's throughput (a/b, a/d: issue 13's targets are 80%
+   and 65%), and the peak GPU memory of each.
+4. With --scale N: one streaming measure of N sentences, with and without sublayers
+   (time, peak GPU memory).
+5. With --torch-profile K: torch.profiler over one streaming measure and one with
+   sublayers (CPU and CUDA activities): host and device time, the K operators with the
+   most device time and with the most host time, the synchronising calls
+   (cudaStreamSynchronize, cudaMemcpy*, cudaDeviceSynchronize) and their count, and
+   the number of kernels under 10 us. --trace DIR also writes Chrome traces there.
 
     python benchmarks/gpu.py                          # MiniLM, 2,000 sentences, 3 repeats
     python benchmarks/gpu.py --scale 20000
+    # issue 13's device check, one command (about 3-4 minutes on an H100 with MiniLM):
+    python benchmarks/gpu.py --sentences 20000 --repeat 2 --no-in-memory --torch-profile 20
     python benchmarks/gpu.py --device cpu --sentences 200 --repeat 1   # the same on the CPU
 
 Exit status 1 when a state or metric output is not on the device, or when CPU and CUDA
@@ -28,6 +39,7 @@ see docs/performance.md for the measured numbers and why that bound).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -68,6 +80,46 @@ def forward_only(loaded: C.LoadedModel, sentences) -> None:
 def streaming(loaded, sentences) -> None:
     measure_streaming(loaded, sentences, batch_size=BATCH)
     sync(loaded.device)
+
+
+def streaming_sublayers(loaded, sentences) -> None:
+    measure_streaming(loaded, sentences, batch_size=BATCH, sublayers=True)
+    sync(loaded.device)
+
+
+def torch_profile(loaded, sentences, top: int, trace_dir: str | None) -> dict:
+    """torch.profiler over one streaming measure and one with sublayers: where the time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.device.type == "cuda" else [])
+    sort_device = "self_cuda_time_total" if loaded.device.type == "cuda" else "self_cpu_time_total"
+    out = {}
+    for name, fn in (("streaming measure", streaming), ("streaming --sublayers", streaming_sublayers)):
+        start = time.perf_counter()
+        with profile(activities=activities) as prof:
+            fn(loaded, sentences)
+        wall = time.perf_counter() - start
+        events = prof.key_averages()
+        host = sum(e.self_cpu_time_total for e in events) / 1e6
+        device = sum(getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0)) for e in events) / 1e6
+        syncs = {e.key: e.count for e in events
+                 if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync", "cudaMemcpy",
+                              "aten::item", "aten::_local_scalar_dense")}
+        durations = []  # us, every device kernel (attached to the host op that launched it)
+        for e in prof.events():
+            durations += [k.duration for k in getattr(e, "kernels", ()) or ()]
+        kernels, small = durations, sum(1 for d in durations if d < 10)
+        print(f"\n5. torch.profiler, one {name} (profiled: {wall:.2f} s wall): host (self CPU) {host:.2f} s, "
+              f"device (self CUDA) {device:.2f} s; {len(kernels)} kernels, {small} under 10 us; syncs {syncs}")
+        print(events.table(sort_by=sort_device, row_limit=top))
+        if loaded.device.type == "cuda":
+            print(events.table(sort_by="self_cpu_time_total", row_limit=top))
+        if trace_dir:
+            Path(trace_dir).mkdir(parents=True, exist_ok=True)
+            prof.export_chrome_trace(str(Path(trace_dir) / f"{name.replace(' ', '_').replace('-', '')}.json"))
+        out[name] = {"wall": wall, "host_s": host, "device_s": device, "kernels": len(kernels),
+                     "kernels_under_10us": small, "syncs": syncs}
+    return out
 
 
 def in_memory(loaded, sentences) -> None:
@@ -145,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-in-memory", action="store_true", help="leave out (c), the slow in-memory path")
     ap.add_argument("--profile", type=int, default=0, metavar="K",
                     help="also profile one streaming measure (cProfile): the K functions with most own time")
+    ap.add_argument("--torch-profile", type=int, default=0, metavar="K",
+                    help="also run torch.profiler over one streaming measure and one with sublayers (K rows)")
+    ap.add_argument("--trace", metavar="DIR", help="with --torch-profile: write Chrome traces here")
     ap.add_argument("--json", metavar="PATH", help="also write the numbers here")
     args = ap.parse_args(argv)
     BATCH = args.batch_size
@@ -190,16 +245,18 @@ def main(argv: list[str] | None = None) -> int:
         n_texts = len(C.texts_of(gen))
         print(f"\n3. throughput: {args.sentences} generated sentences ({n_texts} texts), batch {BATCH}, "
               f"{args.repeat} timed runs each after a warm-up (model loaded once)")
-        steps = {"a forward": forward_only, "b streaming measure": streaming, "c capture + measure": in_memory}
+        steps = {"a forward": forward_only, "b streaming measure": streaming, "d streaming --sublayers":
+                 streaming_sublayers, "c capture + measure": in_memory}
         if args.no_in_memory:
             del steps["c capture + measure"]
         res = {k: timed(fn, dev, gen, args.repeat) for k, fn in steps.items()}
-        print(f"   {'step':22} {'median s':>9} {'texts/s':>9} {'peak GPU MB':>12}  runs (s)")
-        for k, r in res.items():
-            print(f"   {k:22} {r['wall']:9.3f} {n_texts / r['wall']:9.0f} {r['gpu_mb']:12.0f}  "
-                  + " ".join(f"{w:.3f}" for w in r["walls"]))
         a = res["a forward"]["wall"]
-        print("   " + ", ".join(f"{k[0]}/a = {r['wall'] / a:.3f}" for k, r in res.items() if k != "a forward"))
+        print(f"   {'step':24} {'median s':>9} {'texts/s':>9} {'of a':>6} {'peak GPU MB':>12}  runs (s)")
+        for k, r in res.items():
+            print(f"   {k:24} {r['wall']:9.3f} {n_texts / r['wall']:9.0f} {a / r['wall']:6.1%} {r['gpu_mb']:12.0f}  "
+                  + " ".join(f"{w:.3f}" for w in r["walls"]))
+        print("   " + ", ".join(f"{k[0]}/a = {r['wall'] / a:.3f}" for k, r in res.items() if k != "a forward")
+              + "  (issue 13: a/b >= 80%, a/d >= 65% of the forward pass's throughput)")
         if args.profile:
             import cProfile
             import pstats
@@ -211,16 +268,21 @@ def main(argv: list[str] | None = None) -> int:
         report["throughput"] = {k: {**r, "texts_per_s": n_texts / r["wall"]} for k, r in res.items()}
         if args.scale:
             big = load_sentence_set(sentence_file(args.scale, Path(tmp)))
-            if dev.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(dev.device)
-            start = time.perf_counter()
-            streaming(dev, big)
-            wall = time.perf_counter() - start
-            peak = torch.cuda.max_memory_allocated(dev.device) / 2**20 if dev.device.type == "cuda" else 0.0
             n_big = len(C.texts_of(big))
-            print(f"\n4. scale: {args.scale} sentences ({n_big} texts): {wall:.1f} s, {n_big / wall:.0f} texts/s, "
-                  f"peak GPU memory {peak:.0f} MB")
-            report["scale"] = {"sentences": args.scale, "wall": wall, "gpu_mb": peak}
+            report["scale"] = {}
+            for name, fn in (("streaming", streaming), ("streaming --sublayers", streaming_sublayers)):
+                if dev.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev.device)
+                start = time.perf_counter()
+                fn(dev, big)
+                wall = time.perf_counter() - start
+                peak = torch.cuda.max_memory_allocated(dev.device) / 2**20 if dev.device.type == "cuda" else 0.0
+                print(f"\n4. scale, {name}: {args.scale} sentences ({n_big} texts): {wall:.1f} s, "
+                      f"{n_big / wall:.0f} texts/s, peak GPU memory {peak:.0f} MB")
+                report["scale"][name] = {"sentences": args.scale, "wall": wall, "gpu_mb": peak}
+        if args.torch_profile:  # on at most 2,000 sentences: the profiler's own overhead grows with the run
+            few = gen if len(gen.sentences) <= 2000 else dataclasses.replace(gen, sentences=gen.sentences[:2000])
+            report["torch_profile"] = torch_profile(dev, few, args.torch_profile, args.trace)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     for f in failures:

@@ -85,12 +85,28 @@ def word_class_masks(states: LayerStates) -> tuple[torch.Tensor, torch.Tensor]:
     lowercased) is in ENGLISH_STOP_WORDS; a content token without a word id counts as a
     content word. Special tokens are in neither mask.
     """
+    # = LayerStates.words(n) per text, in one pass over its tokens (the streaming engine
+    # calls this for every batch): a word's span runs from its first token's start to its
+    # last token's end
+    rows: list[int] = []
+    cols: list[int] = []
+    for n, (ids, offsets, text) in enumerate(zip(states.word_ids, states.offsets, states.model_texts)):
+        spans: dict[int, list] = {}
+        for t, (wid, (start, end)) in enumerate(zip(ids, offsets)):
+            if wid is None:
+                continue
+            span = spans.get(wid)
+            if span is None:
+                spans[wid] = [start, end, [t]]
+            else:
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+                span[2].append(t)
+        for start, end, tokens in spans.values():
+            if text[start:end].lower() in STOP_WORDS:
+                rows += [n] * len(tokens)
+                cols += tokens
     function = torch.zeros(states.content.shape, dtype=torch.bool)
-    for n, ids in enumerate(states.word_ids):
-        words = states.words(n)
-        for t, wid in enumerate(ids):
-            if wid is not None and words[wid].lower() in STOP_WORDS:
-                function[n, t] = True
+    function[rows, cols] = True
     content = states.content.cpu().bool()
     function &= content
     return (content & ~function).to(states.content.device), function.to(states.content.device)
