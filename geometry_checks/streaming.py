@@ -5,27 +5,36 @@
 1e-5; tests/test_streaming.py holds it to that), but never holds the hidden states of
 the whole set. It consumes `capture.iter_batches` one batch at a time and keeps only:
 
-- per sentence and depth: the mean pool (and the CLS state when `cls` pooling is
-  asked for) and the content mean `m_s`, float32 ``[P, S, H]``, and the scalars
-  ``[P, S]``: intra-sentence, PC1 and delta-coherence cosines, the within scatter
-  `w_s`, `cos(h_CLS, pool)` and the mean-pool drift;
-- running sums: the cross-sentence unit-vector sums (`metrics.cross_sentence_stats`)
-  and the token-norm sum;
+- per sentence and depth: the content mean `m_s`, float32 ``[P, S, H]`` (separability
+  needs every one), and the scalars ``[P, S]``: intra-sentence, PC1 and delta-coherence
+  cosines, the within scatter `w_s`, `cos(h_CLS, pool)` and the mean-pool drift;
+- running sums: the cross-sentence unit-vector sums (`metrics.cross_sentence_stats`),
+  the token-norm sum, and per pooling the sums behind the per-dimension metrics
+  (`_DimStats`: write_depth, dim_correlation), so no pool is kept;
 - the full token states of the few texts that pairs, retrieval and token pairs need;
 - a token sample for the PCA trajectory metrics: every content token while the set
   has at most `max_pca_tokens` (default 20,000) of them, above that the same seeded
   sample as `measure(..., max_pca_tokens=N)` takes (seed 0: `torch.randperm` of all
-  content tokens in sentence order, first N kept).
+  content tokens in sentence order, first N kept);
+- with `sublayers=True` (the open question, issue 13): the same reductions of each
+  block's post-attention state `mid` (its content means ``[P - 1, S, H]`` for
+  separability@attn, its pair sums), the per-sentence word-class pair sums ``[P, S, 3]``
+  (function words from `openquestion.word_class_masks`) and the sums of the mean pools'
+  unit vectors (`pair_cosine_all`).
 
-Memory is therefore about S x P x H x 8 bytes (+ 4 with `cls`) plus the sample
+Memory is therefore about S x P x H x 4 bytes (x 2 - 1/P with sublayers) plus the sample
 (P x 20,000 x H x 4 bytes), whatever the set's token count: for MiniLM (P = 7, H = 384)
-about 22 KB a sentence. docs/performance.md has the numbers.
+about 11 KB a sentence (20 KB with sublayers). docs/performance.md has the numbers.
+
+`measure_states` runs the same engine over states already captured (Lab.measure, when
+the Lab holds them). The in-memory `measure.measure` and `metrics.py` stay the reference
+definition; tests/test_streaming.py holds the engine to them.
 
 Differences from the in-memory path, all far below 1e-5 (about 1e-7): the per-batch
 reductions (`batch_reductions`) take masked sums as batched matrix products with float32
 accumulation over a sentence's tokens, and pc1 and the PCA trajectories take
-eigenvectors of small Gram / covariance matrices instead of SVDs; pools and content
-means are kept in float32; sums over the set are added batch by batch.
+eigenvectors of small Gram / covariance matrices instead of SVDs; content means are
+kept in float32; sums over the set are added batch by batch.
 """
 from __future__ import annotations
 
@@ -46,7 +55,6 @@ from .sentences import SentenceSet
 _CLASSES = ("content", "function", "content-function")  # = openquestion.CLASSES
 DEFAULT_MAX_PCA_TOKENS = 20_000
 PCA_SEED = 0
-_DIM_CHUNK = 64  # dimensions per chunk of the per-dimension metrics (bounds their temporaries)
 
 
 @contextlib.contextmanager
@@ -372,7 +380,7 @@ class _Cloud:
         if pools:
             self.cls_align = torch.zeros((P, S), dtype=f64, device=device)
             self.drift = torch.zeros((P, S), dtype=f64, device=device)
-            self.pools = {p: torch.zeros((P, S, H), dtype=torch.float32, device=device) for p in poolings}
+            self.dims = {p: _DimStats(P, H, device, f64) for p in poolings}
         self.classes = classes
         if classes:  # the open question's word classes (openquestion.open_question_curves)
             self.class_sums = torch.zeros((P, S, 3), dtype=f64, device=device)
@@ -406,8 +414,8 @@ class _Cloud:
         if self.with_pools:
             self.cls_align[:, slots] = M.cosine(M.cls_pool(x), pool)
             self.drift[:, slots] = M.meanpool_drift(pool)
-            for name, store in self.pools.items():
-                store[:, slots] = (pool if name == "mean" else x[:, :, 0]).to(store.dtype)
+            for name, stats in self.dims.items():
+                stats.add(pool if name == "mean" else x[:, :, 0].to(pool.dtype))
         if self.classes:
             self.class_sums[:, slots] = red["class_sums"]
             self.class_pairs[slots] = red["class_pairs"]
@@ -449,6 +457,51 @@ class _Cloud:
 
     def token_norm(self) -> torch.Tensor:
         return self.norm_sum / self.n.sum()
+
+
+class _DimStats:
+    """measure.pooled's per-dimension metrics of one pooling from running sums over the
+    sentences' pools [P, S, H] (no pool is kept: issue 13's memory target):
+
+    - write_depth: the sums of |pool(s, d)[k] - pool(s, d-1)[k]| [L, H] (metrics.write_depth
+      takes the argmax of their mean);
+    - dim_correlation: Pearson r of pool(s, 0)[k] and pool(s, L)[k] from the sums of x, y,
+      x^2, y^2, xy, shifted by the first batch's means (the one-pass formula then loses no
+      digit that matters in float64), and the running min and max of x and y (a constant
+      dimension gives NaN, as metrics.dim_correlation)."""
+
+    def __init__(self, depths: int, hidden: int, device, dtype):
+        self.steps = torch.zeros((depths - 1, hidden), dtype=dtype, device=device)
+        self.sums = torch.zeros((5, hidden), dtype=dtype, device=device)
+        self.lo = torch.full((2, hidden), float("inf"), dtype=dtype, device=device)
+        self.hi = torch.full((2, hidden), float("-inf"), dtype=dtype, device=device)
+        self.shift: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, pools: torch.Tensor) -> None:
+        """pools [P, B, H] (float64) of B more sentences."""
+        self.steps += (pools[1:] - pools[:-1]).abs().sum(1)
+        ends = pools[[0, -1]]  # [2, B, H]: pool(s, 0) and pool(s, L)
+        if self.shift is None:
+            self.shift = ends.mean(1, keepdim=True)
+        x, y = (ends - self.shift).unbind(0)
+        self.sums += torch.stack([x.sum(0), y.sum(0), (x * x).sum(0), (y * y).sum(0), (x * y).sum(0)])
+        self.lo = torch.minimum(self.lo, ends.amin(1))
+        self.hi = torch.maximum(self.hi, ends.amax(1))
+        self.count += pools.shape[1]
+
+    def result(self) -> dict:
+        wd = (self.steps / self.count).argmax(0) + 1
+        sx, sy, sxx, syy, sxy = self.sums
+        n = self.count
+        r = (sxy - sx * sy / n) / torch.sqrt((sxx - sx * sx / n) * (syy - sy * sy / n))
+        constant = (self.lo == self.hi).any(0)
+        r = torch.where(constant, torch.full_like(r, float("nan")), r.clamp(-1.0, 1.0))
+        last = self.steps.shape[0]
+        # = M.write_depth_histogram and M.late_write_fraction, from write_depth
+        hist = torch.bincount(wd, minlength=last + 1)
+        late = (wd >= last - 1).to(self.sums.dtype).mean()
+        return {"hist": hist, "late": late, "write_depth": wd, "r": r}
 
 
 class _Sample:
@@ -694,27 +747,12 @@ def _mini_states(kept: dict[int, C.LayerStates], prov: dict) -> C.LayerStates:
     )
 
 
-def _per_dimension(pools: torch.Tensor) -> dict:
-    """measure.pooled's per-dimension block on [P, S, H] pools, in chunks of dimensions
-    (each of these metrics is computed dimension by dimension)."""
-    H = pools.shape[-1]
-    chunks = [(lo, min(lo + _DIM_CHUNK, H)) for lo in range(0, H, _DIM_CHUNK)]
-    wd = torch.cat([M.write_depth(pools[:, :, lo:hi]) for lo, hi in chunks])
-    r = torch.cat([M.dim_correlation(pools[:, :, lo:hi]) for lo, hi in chunks])
-    last = pools.shape[0] - 1
-    # = M.write_depth_histogram(pools) and M.late_write_fraction(pools), from the chunked write_depth
-    hist = torch.bincount(wd, minlength=pools.shape[0])
-    late = (wd >= last - 1).to(torch.float32 if pools.device.type == "mps" else torch.float64).mean()
-    return {"hist": hist, "late": late, "write_depth": wd, "r": r}
-
-
 def _pooled(cloud: _Cloud, mini: C.LayerStates, sentences: SentenceSet, pooling: str) -> dict:
     """measure.pooled, with the per-dimension metrics from the kept pools and the pairs and
     retrieval (measure.pooled itself) from the kept texts."""
     out = {"curves": {}, "scalars": {}, "per_dimension": {}, "discriminative_dims": {}, "not_computed": {}}
-    pools = cloud.pools[pooling]
-    if pools.shape[1] >= 2:
-        dims = _per_dimension(pools)
+    if cloud.n.shape[0] >= 2:
+        dims = cloud.dims[pooling].result()
         out["curves"]["write_depth_histogram"] = dims["hist"]
         out["scalars"]["late_write_fraction"] = dims["late"]
         out["per_dimension"]["write_depth"] = dims["write_depth"]
@@ -769,7 +807,6 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     result.per_sentence["sentences"] = list(sentences.sentences)
 
     parts = [_pooled(cloud, mini, sentences, pooling) for pooling in poolings]
-    cloud.pools = None  # before the PCA's temporaries
     if sample.size >= 2:  # else measure.mark_undefined gives the reason
         curves.update(trajectory_curves(sample.depth_major()))
     sample.tokens = None
