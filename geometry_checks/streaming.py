@@ -312,9 +312,12 @@ def _top_components(centred: torch.Tensor, n_components: int = 2) -> torch.Tenso
     return comps * signs
 
 
-def _centred(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x - mean, mean) in float64 (float32 on MPS), as one new tensor."""
-    c = x.to(torch.float32 if x.device.type == "mps" else torch.float64, copy=True)
+def _centred(x: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x - mean, mean) in float64 (float32 on MPS), as one new tensor (or written into `out`)."""
+    if out is None:
+        c = x.to(torch.float32 if x.device.type == "mps" else torch.float64, copy=True)
+    else:
+        c = out.copy_(x)
     mean = c.mean(0)
     return c.sub_(mean), mean
 
@@ -326,19 +329,24 @@ def trajectory_curves(tokens: torch.Tensor) -> dict:
     L, whose fits serve all three metrics, stay): the projection of a token of depth d with
     the fit (m_f, C_f) of depth f is (x - m_f) C_f = (x - m_d) C_f + (m_d - m_f) C_f."""
     P, N, H = tokens.shape
+    work = None  # one float64 buffer for the middle depths: a fresh 60 MB each time costs its page faults
 
-    def fit(d: int):
+    def fit(d: int, reuse: bool = False):
+        nonlocal work
         if N < H:  # few tokens: metrics.pca_fit's SVD is the cheaper one
             mean, comps = M.pca_fit(tokens[d])
             return tokens[d].to(mean.dtype) - mean, mean, comps
-        centred, mean = _centred(tokens[d])
+        if reuse and work is None:
+            work = torch.empty((N, H), dtype=torch.float32 if tokens.device.type == "mps" else torch.float64,
+                               device=tokens.device)
+        centred, mean = _centred(tokens[d], work if reuse else None)
         return centred, mean, _top_components(centred)
 
     ends = {0: fit(0), P - 1: fit(P - 1)}
     (_, m0, first), (_, ml, last) = ends[0], ends[P - 1]
     fixed, refit, tele = [], [], []
     for d in range(P):
-        centred, mean, own = ends[d] if d in ends else fit(d)
+        centred, mean, own = ends[d] if d in ends else fit(d, reuse=True)
         base = centred @ torch.cat([first, own, last]).T  # [N, 6]: (x - m_d) C_f
         shift = torch.cat([(mean - m0) @ first.T, torch.zeros_like(mean[:2]), (mean - ml) @ last.T])
         for out, p in zip((fixed, refit, tele), (base + shift).split(2, dim=-1)):
