@@ -49,6 +49,7 @@ import torch
 from . import capture as C
 from . import measure as MS
 from . import metrics as M
+from .errors import InputError
 from .measure import Measurement
 from .sentences import SentenceSet
 
@@ -620,7 +621,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
     item_of = {key: i for i, key in enumerate(items)}
     for (text, _), n in zip(items, counts):
         if n == 0:
-            raise MS.no_content_error(sentences, text, loaded.spec.name)
+            raise MS.no_content_error(sentences, text, name)
 
     slots_of: dict[int, list[int]] = {}  # item -> its sentence slots (a repeated sentence has several)
     for s, text in enumerate(sentences.sentences):
@@ -689,6 +690,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
         result = _finish(sentences, poolings, cloud, proj, sample, kept, prov)
         if sublayers:
             _open_question(result, cloud, mid, mid_missing)
+        MS.mark_undefined(result, len(sentences.sentences))  # as measure.measure, after every curve
         return result
 
 
@@ -840,6 +842,5 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     result.curves = MS._jsonify(curves)
     result.scalars = MS._jsonify(result.scalars)
     result.per_dimension = MS._jsonify(result.per_dimension)
-    MS.mark_undefined(result, len(sentences.sentences))
-    return result
+    return result  # the caller adds the open question's curves, then MS.mark_undefined
 
