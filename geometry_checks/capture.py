@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 
 from .errors import InputError
-from .registry import MODELS, ModelSpec, read_pooling
+from .registry import ATTN_OUTPUT_BY_MODEL_TYPE, MODELS, ModelSpec, read_pooling
 from .sentences import SentenceSet
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -79,7 +79,7 @@ def check_model_dir(path: Path, what: str) -> None:
 
 def spec_from_config(name: str, hub_id: str, directory: Path | None, base: ModelSpec | None = None) -> ModelSpec:
     """A spec for any HF encoder, its shape read from config.json (and pooling from 1_Pooling)."""
-    layers = hidden = None
+    layers = hidden = model_type = None
     if directory is not None:
         try:
             config = json.loads((directory / "config.json").read_text())
@@ -89,11 +89,13 @@ def spec_from_config(name: str, hub_id: str, directory: Path | None, base: Model
             raise InputError(f"{directory}/config.json: not a JSON object, so not a model config")
         layers = config.get("num_hidden_layers") or config.get("n_layers")
         hidden = config.get("hidden_size") or config.get("dim")
+        model_type = config.get("model_type")
         for key, value in (("num_hidden_layers", layers), ("hidden_size", hidden)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{directory}/config.json: {key} must be a positive integer, got {value!r}")
     if base is None:
-        base = ModelSpec(name=name, hub_id=hub_id, layers=int(layers or 0), hidden_size=int(hidden or 0), marker="any_model")
+        base = ModelSpec(name=name, hub_id=hub_id, layers=int(layers or 0), hidden_size=int(hidden or 0), marker="any_model",
+                         attn_output_module=ATTN_OUTPUT_BY_MODEL_TYPE.get(model_type, "attention.output"))
     pooling = read_pooling(directory) if directory is not None else None
     changes = {}
     if pooling and pooling != base.pooling:

@@ -202,6 +202,15 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# The post-attention sublayer (`attn_output_module`) of an UNREGISTERED model's blocks, by its
+# config's `model_type` (a registered entry names its own). BERT-style blocks (bert, roberta,
+# xlm-roberta, electra, ...) keep the default `attention.output`; an MPNet block's `attention`
+# module returns LayerNorm(attention + input) itself (verified for the `mpnet` entry by
+# tests/test_openquestion.py). So `report --model DIR` on an MPNet-architecture directory
+# measures the open question too instead of failing on a module the block does not have.
+ATTN_OUTPUT_BY_MODEL_TYPE: dict[str, str] = {"mpnet": "attention"}
+
+
 def get_spec(name: str) -> ModelSpec:
     try:
         return MODELS[name]

