@@ -161,19 +161,9 @@ def test_token_cloud_metrics(reference, measured):
     states, _ = reference
     cloud = [states[s]["content"] for s in SET["sentences"]]
     P = cloud[0].shape[0]
-    intra, cross, sep, norm, pc1, coh = ([] for _ in range(6))
+    intra, cross, sep = _cloud_curves(cloud)
+    norm, pc1, coh = ([] for _ in range(3))
     for d in range(P):
-        per = [np.mean([cos(x[d, i], x[d, j]) for i, j in itertools.combinations(range(len(x[d])), 2)])
-               for x in cloud if x.shape[1] >= 2]
-        intra.append(np.mean(per))
-        pairs = [cos(a, b) for s, t in itertools.permutations(range(len(cloud)), 2)
-                 for a in cloud[s][d] for b in cloud[t][d]]
-        cross.append(np.mean(pairs))
-        means = [x[d].mean(0) for x in cloud]
-        grand = np.mean(means, axis=0)
-        B = np.mean([np.linalg.norm(m - grand) for m in means])
-        W = np.mean([np.mean([np.linalg.norm(h - m) for h in x[d]]) for x, m in zip(cloud, means)])
-        sep.append(B / W)
         norm.append(np.mean([np.linalg.norm(h) for x in cloud for h in x[d]]))
         pc1.append(np.mean([abs(cos(np.linalg.svd(x[d] - x[d].mean(0))[2][0], x[d].mean(0)))
                             for x in cloud if x.shape[1] >= 2]))
