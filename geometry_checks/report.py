@@ -205,8 +205,12 @@ def rows_from_pytest(records: list[dict]) -> list[dict]:
 class _Getter:
     """Measurements of a Lab for one sentence set, missing weights remembered."""
 
-    def __init__(self, lab, sentences=None):
+    def __init__(self, lab, sentences=None, states_first: bool = False):
         self.lab, self.sentences = lab, sentences
+        # states_first (build_report): capture the states before measuring, so the Lab measures
+        # the states it holds (streaming.measure_states) and the trajectory chart reuses them:
+        # one forward pass per model, not a streaming pass and then a second capture.
+        self.states_first = states_first
         self.measured: dict[str, object] = {}
         self.missing: dict[str, Exception] = {}
 
@@ -215,6 +219,8 @@ class _Getter:
             raise self.missing[model]
         if model not in self.measured:
             try:
+                if self.states_first:
+                    self.lab.states(model, self.sentences)
                 self.measured[model] = self.lab.measurement(model, self.sentences)
             except Exception as exc:  # one attempt per model: a failed load is not retried per claim
                 self.missing[model] = exc
@@ -746,7 +752,7 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dic
 
     out = Path(out)
     sentences = sentences or lab.default_sentences
-    get = _Getter(lab, sentences)
+    get = _Getter(lab, sentences, states_first=True)
     rows = rows_from_lab(lab, models, sentences, get)
     extra, row_fn = _extra_charts()
     order = list(dict.fromkeys([*models, *get.measured]))
