@@ -11,7 +11,7 @@ import difflib
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -78,7 +78,8 @@ class Measurement:
         return source[name]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """A plain-JSON copy (dicts, lists, numbers, strings; nothing shared with self)."""
+        return {f.name: _json_copy(getattr(self, f.name)) for f in fields(self)}
 
     def save(self, path: str | Path, inputs=()) -> None:
         """Write the JSON atomically (outputs.write_text: only over a regular file, never over an input)."""
@@ -89,6 +90,17 @@ class Measurement:
     @classmethod
     def from_json(cls, data: dict) -> "Measurement":
         return cls(**data)
+
+
+def _json_copy(value):
+    """A copy of nested dicts and lists (what dataclasses.asdict gives for a Measurement,
+    whose fields hold only those, numbers, strings and None, at a tenth of the time: asdict
+    deep-copies every float)."""
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_copy(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------- degenerate sets
