@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import warnings
@@ -225,6 +226,9 @@ class LoadedModel:
     projection: torch.nn.Module | None = None
     # The most tokens (special tokens included) one text may have: see token_limit.
     max_tokens: int | None = None
+    # fit_to_limit's token ids of the texts within the limit ({model text: ids}, its last
+    # call only), which token_ids then takes instead of running the tokenizer again
+    recent_ids: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -668,8 +672,34 @@ def _hooks(model: torch.nn.Module, spec: ModelSpec, sublayers: bool):
             handle.remove()
 
 
-def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool):
-    """One batch: returns (depth states [P, B, T, H], attn sublayer [P, B, T, H] or None, last)."""
+class Scratch:
+    """Tensors reused from batch to batch, each a view of one flat buffer per name that
+    grows as needed. A fresh tensor of some MB costs its page faults on first write, about
+    as much as the operation that fills it (CPU, glibc); reusing the memory avoids that.
+    A view is valid until the next `take` of the same name."""
+
+    def __init__(self) -> None:
+        self._flat: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, shape, dtype: torch.dtype, device) -> torch.Tensor:
+        numel = math.prod(shape)
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < numel or flat.dtype != dtype or flat.device != torch.device(device):
+            flat = torch.empty(numel + numel // 4, dtype=dtype, device=device)  # headroom: batches grow
+            self._flat[name] = flat
+        return flat[:numel].view(shape)
+
+
+def _stack(tensors, scratch: Scratch | None, name: str) -> torch.Tensor:
+    if scratch is None:
+        return torch.stack(tensors)
+    first = tensors[0]
+    return torch.stack(tensors, out=scratch.take(name, (len(tensors), *first.shape), first.dtype, first.device))
+
+
+def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool, scratch: Scratch | None = None):
+    """One batch: returns (depth states [P, B, T, H], attn sublayer [P, B, T, H] or None, last).
+    scratch: stack the states into its buffers (valid until the next batch) instead of new tensors."""
     spec = loaded.spec
     use_hooks = method == "hooks" or (method == "auto" and (not spec.hidden_states_reliable or sublayers))
     with torch.inference_mode():
@@ -679,10 +709,10 @@ def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool):
             depth = rec["depth"]
             if len(depth) != spec.layers + 1:
                 raise InputError(f"{spec.name}: hooks saw {len(depth)} depths, expected {spec.layers + 1}")
-            states = torch.stack(depth)
+            states = _stack(depth, scratch, "states")
             mid = None
             if sublayers:
-                mid = torch.stack([torch.full_like(depth[0], float("nan")), *rec["attn"]])
+                mid = _stack([torch.full_like(depth[0], float("nan")), *rec["attn"]], scratch, "mid")
         else:
             out = loaded.model(**batch, output_hidden_states=True)
             hidden = getattr(out, "hidden_states", None)
@@ -693,7 +723,7 @@ def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool):
                     else "set hidden_states_reliable=False in its registry entry to capture with hooks"
                 )
                 raise InputError(f"{spec.name}: the model ignored output_hidden_states; {fix}")
-            states, mid = torch.stack(hidden), None
+            states, mid = _stack(hidden, scratch, "states"), None
         proj = None
         if loaded.projection is not None:
             proj = loaded.projection(states[-1])
@@ -704,8 +734,12 @@ def token_ids(loaded: LoadedModel, items: list[tuple[str, str]]) -> list[list[in
     """The input ids of every (text, role), special tokens included, truncated as capture
     truncates: what iter_batches sorts by, and (streaming) the content-token counts."""
     texts = [_model_text(loaded.spec, t, r) for t, r in items]
-    return loaded.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=loaded.max_tokens,
-                            return_attention_mask=False)["input_ids"]
+    known = loaded.recent_ids  # fit_to_limit's ids of texts within the limit: the same, untruncated
+    missing = [t for t in dict.fromkeys(texts) if t not in known]
+    fresh = dict(zip(missing, loaded.tokenizer(missing, add_special_tokens=True, truncation=True,
+                                               max_length=loaded.max_tokens,
+                                               return_attention_mask=False)["input_ids"])) if missing else {}
+    return [list(known[t]) if t in known else fresh[t] for t in texts]
 
 
 def iter_batches(
@@ -715,12 +749,17 @@ def iter_batches(
     method: str = "auto",
     sublayers: bool = False,
     ids: list[list[int]] | None = None,
+    reuse: bool = False,
 ) -> Iterator[tuple[list[int], LayerStates]]:
     """Capture `items` (text, role) in length-sorted batches; yields (original indices, states).
 
     Sorting by token count cuts padding; each yielded LayerStates is padded to its own batch.
     ids: token_ids(loaded, items), if the caller has them already (one tokenizer pass fewer).
+    reuse: the states of every batch are stacked into the same memory (`Scratch`), so a
+    yielded batch's tensors are valid only until the next batch is requested (for a
+    consumer that reduces each batch before asking for the next, as streaming does).
     """
+    scratch = Scratch() if reuse else None
     spec, tok = loaded.spec, loaded.tokenizer
     model_texts = [_model_text(spec, t, r) for t, r in items]
     lengths = [len(x) for x in (token_ids(loaded, items) if ids is None else ids)]
@@ -739,7 +778,7 @@ def iter_batches(
         )
         offsets = enc.pop("offset_mapping")
         batch = {k: v.to(loaded.device) for k, v in enc.items()}
-        states, mid, proj = _forward(loaded, batch, method, sublayers)
+        states, mid, proj = _forward(loaded, batch, method, sublayers, scratch)
         attn = enc["attention_mask"].bool()
         content = attn & ~torch.isin(enc["input_ids"], specials)
         lens = attn.sum(1).tolist()
@@ -912,6 +951,7 @@ def fit_to_limit(loaded: LoadedModel, sentences: SentenceSet, truncate: bool = T
     ids = loaded.tokenizer([_model_text(loaded.spec, t, r) for t, r in short], add_special_tokens=True,
                            truncation=False, return_attention_mask=False, verbose=False)["input_ids"] if short else []
     over = {key for key, seq in zip(short, ids) if len(seq) > limit}
+    loaded.recent_ids = {_model_text(loaded.spec, t, r): seq for (t, r), seq in zip(short, ids) if len(seq) <= limit}
     for text, role in items:
         if text in cuts or (len(text) <= probe_len and (text, role) not in over):
             continue

@@ -172,8 +172,8 @@ def test_sentence_without_content_token_is_a_one_line_input_error(minilm):
 def _poisoned_forward(where: str):
     original = C._forward
 
-    def forward(loaded, batch, method, sublayers):
-        states, mid, proj = original(loaded, batch, method, sublayers)
+    def forward(loaded, batch, method, sublayers, scratch=None):
+        states, mid, proj = original(loaded, batch, method, sublayers, scratch)
         states = states.clone()
         mask = batch["attention_mask"].bool()
         if where == "padding":
