@@ -130,6 +130,14 @@ PC1_GAP = 0.01  # relative eigengap (l1 - l2) / l1 below which pc1 is recomputed
 PC1_FLAT = 1e-3  # top singular value below this times the largest token norm: likewise
 
 
+def _cosine(a: torch.Tensor, b: torch.Tensor, a_norm: torch.Tensor, b_norm: torch.Tensor) -> torch.Tensor:
+    """metrics.cosine(a, b) along the last axis (a, b broadcast), given their norms, as
+    a.b / (|a| |b|): 0 where either norm is <= EPS, clamped to [-1, 1]."""
+    ok = (a_norm > M.EPS) & (b_norm > M.EPS)
+    out = (a * b).sum(-1) / (a_norm * b_norm).clamp_min(torch.finfo(a_norm.dtype).tiny)
+    return torch.where(ok, out, torch.zeros_like(out)).clamp(-1.0, 1.0)
+
+
 def _pair_mean(unit_sums: torch.Tensor, self_dots: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     """Mean cos over unordered pairs from sum u and sum |u|^2 (metrics._mean_pair_cosine's formula)."""
     pair_sum = ((unit_sums * unit_sums).sum(-1) - self_dots) / 2
@@ -145,8 +153,23 @@ def _unit32(x: torch.Tensor, norms: torch.Tensor | None = None,
     return (x.mul_(inv[..., None]) if in_place else x * inv[..., None]), (r * inv) ** 2
 
 
+def _batch_gram(x: torch.Tensor) -> torch.Tensor:
+    """x @ x^T for a batch of [T, H] matrices. On a CPU, torch's batched product of
+    16 to 29 rows takes a path two to three times slower than one of at most 15 rows
+    (MKL, float32, H = 384: 8.8 ms against 3.0 ms for 448 matrices of 20 rows), so such
+    matrices are multiplied as row blocks of at most 15 (no faster from 30 rows up)."""
+    T = x.shape[-2]
+    if x.device.type != "cpu" or not 15 < T < 30:
+        return x @ x.transpose(-1, -2)
+    blocks = -(-T // 15)
+    edges = [T * i // blocks for i in range(blocks + 1)]
+    xt = x.transpose(-1, -2)
+    return torch.cat([x[..., lo:hi, :] @ xt for lo, hi in pairwise(edges)], dim=-2)
+
+
 def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Tensor,
-                     pc1_delta: bool = True, function: torch.Tensor | None = None) -> dict | None:
+                     pc1_delta: bool = True, function: torch.Tensor | None = None,
+                     scratch: C.Scratch | None = None) -> dict | None:
     """Every per-sentence reduction the streaming path keeps, for one batch, in few passes.
 
     states float32 [P, B, T, H]; content, attn bool [B, T]. Returns (float64 unless noted):
@@ -160,7 +183,8 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     metrics.class_pair_sums of the (content, content), (function, function) and
     (content, function) word pairs, from the same unit vectors (content words' sums are
     all content tokens' minus the function words'). None if an attended state is NaN or
-    inf (the caller raises the InputError).
+    inf (the caller raises the InputError). scratch: where the two state-sized temporaries
+    (centred tokens, depth steps) go (capture.Scratch), instead of new tensors.
 
     The same quantities as metrics.py, computed differently, to about 1e-7: the masked sums
     over tokens are batched matrix products (float32 accumulation over one sentence's
@@ -199,9 +223,12 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     out = {"pool": sums[:, :, 0] / am.sum(1).to(acc)[:, None], "means": sums[:, :, 1] / nf[:, None], "n": n}
     m32 = out["means"].to(x.dtype)
 
-    centred = x - m32[:, :, None, :]  # [P, B, T, H], float32 like metrics.within_scatter
+    def temp(name, shape):
+        return None if scratch is None else scratch.take(name, shape, x.dtype, x.device)
+
+    centred = torch.sub(x, m32[:, :, None, :], out=temp("centred", x.shape))  # float32 like metrics.within_scatter
     if pc1_delta:  # |x_i - m_s| from the Gram matrix's diagonal, which pc1 needs anyway
-        gram = centred @ centred.transpose(-1, -2)  # [P, B, T, T]
+        gram = _batch_gram(centred)  # [P, B, T, T]
         dist = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
     else:
         dist = torch.linalg.vector_norm(centred, dim=-1)
@@ -226,7 +253,7 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
         out["n_function"] = n_f
     out["intra"] = _pair_mean(out["unit_sums"], self_dots, nf)
     if pc1_delta:
-        steps = x[1:] - x[:-1]
+        steps = torch.sub(x[1:], x[:-1], out=temp("steps", (x.shape[0] - 1, *x.shape[1:])))
         step_norms = torch.linalg.vector_norm(steps, dim=-1)
         step_inv = torch.where(step_norms > M.EPS, 1 / step_norms.clamp_min(M.EPS),
                                torch.zeros((), dtype=x.dtype, device=x.device))
@@ -239,47 +266,58 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
 
 
 PC1_RESIDUAL = 1e-9  # |G v - l1 v| above this times l1: the eigenvector is recomputed (see _top_eigenvector)
+_PC1_SQUARINGS = 10  # G^(2^10): the gap test below and a start within (1 - PC1_GAP)^1024 of the top vector
 
 
 def _top_eigenvector(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(eigenvalues ascending [..., T], top eigenvector [..., T, 1], converged bool [...])
-    of a batch of symmetric positive semi-definite matrices.
+    """(l1 [...], top eigenvector v [..., T, 1], sure bool [...]) of a batch of symmetric
+    positive semi-definite matrices G [..., T, T] (float64), by repeated squaring.
 
-    eigh's eigenvectors cost about twice its eigenvalues on the small [T, T] Gram
-    matrices, and pc1 needs one vector: it comes from inverse iteration with the shift
-    l1 (1 + 1e-9), three Cholesky solves of (shift I - G), which is positive definite.
-    Where the relative eigengap is at least PC1_GAP, each solve shrinks the other
-    directions by 1e-7. The start is G's column with the largest diagonal entry (never
-    the all-ones vector: a centred Gram matrix maps it to 0). A vector whose residual
-    |G v - l1 v| exceeds PC1_RESIDUAL l1 is flagged, and _pc1 recomputes that sentence."""
-    values = torch.linalg.eigvalsh(gram)
-    lam1 = values[..., -1]
-    shift = lam1 + 1e-9 * lam1.abs() + torch.finfo(gram.dtype).tiny
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    factor, info = torch.linalg.cholesky_ex(shift[..., None, None] * eye - gram)
-    col = gram.diagonal(dim1=-2, dim2=-1).argmax(-1)  # [...]
-    v = torch.take_along_dim(gram, col[..., None, None], dim=-1)  # [..., T, 1]
-    for _ in range(3):
-        v = torch.cholesky_solve(v, factor)
-        v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp_min(torch.finfo(gram.dtype).tiny)
-    residual = torch.linalg.vector_norm(gram @ v - lam1[..., None, None] * v, dim=(-2, -1))
-    converged = (info == 0) & torch.isfinite(residual) & (residual <= PC1_RESIDUAL * lam1.abs())
-    return values, v, converged
+    On the small Gram matrices an eigendecomposition is a LAPACK call per matrix; a batched
+    matrix product of all of them costs a tenth of that. B_j = G^(2^j) / trace(G^(2^j)) has
+    trace 1, and with m = 2^j and r_i = (l_i / l1)^m, |B_j|_F^2 = sum r_i^2 / (sum r_i)^2,
+    so that 1 / |B_j|_F^2 - 1 >= sum_(i>1) r_i >= (l2 / l1)^m. After 10 squarings (m =
+    1024), `sure` requires 1 / |B|_F^2 - 1 <= (1 - PC1_GAP)^1024: then l2 <= (1 - PC1_GAP)
+    l1 for certain (the test is a little stricter than that: with T tokens it passes
+    from l2 <= (1 - PC1_GAP) l1 (T - 1)^(-1/1024), a gap of about 1.3% for T = 20).
+    B's column with the largest diagonal entry, multiplied by B twice more, is the top
+    eigenvector to (l2 / l1)^3072; l1 is its Rayleigh quotient. A vector whose residual
+    |G v - l1 v| exceeds PC1_RESIDUAL l1 is not `sure` either; _pc1 recomputes every
+    sentence that is not."""
+    tiny = torch.finfo(gram.dtype).tiny
+    def normalised(m: torch.Tensor) -> torch.Tensor:  # m / trace(m), in place
+        return m.div_(m.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(tiny)[..., None, None])
+
+    b = normalised(gram.clone())
+    for j in range(_PC1_SQUARINGS):
+        b = b @ b
+        if j % 2 or j == _PC1_SQUARINGS - 1:  # two squarings shrink trace 1 to at least 1 / T^3
+            b = normalised(b)
+    frob = (b * b).sum((-2, -1))
+    gap_ok = (1 / frob.clamp_min(tiny) - 1) <= (1 - PC1_GAP) ** (2**_PC1_SQUARINGS)
+    col = b.diagonal(dim1=-2, dim2=-1).argmax(-1)
+    v = torch.take_along_dim(b, col[..., None, None], dim=-1)  # [..., T, 1]
+    for _ in range(2):
+        v = b @ v
+        v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp_min(tiny)
+    gv = gram @ v
+    lam1 = (v * gv).sum((-2, -1))
+    residual = torch.linalg.vector_norm(gv - lam1[..., None, None] * v, dim=(-2, -1))
+    sure = gap_ok & torch.isfinite(residual) & (residual <= PC1_RESIDUAL * lam1.abs())
+    return lam1, v, sure
 
 
 def _pc1(x, centred, gram, cm, n, means, norms) -> torch.Tensor:
     acc = means.dtype
     pair = cm[:, :, None] & cm[:, None, :]  # [B, T, T]: the content rows and columns of the Gram matrix
     gram = gram.masked_fill(~pair, 0.0).to(acc)
-    values, top, converged = _top_eigenvector(gram)
+    lam1, top, sure = _top_eigenvector(gram)
     top = top.transpose(-1, -2).to(x.dtype)  # [P, B, 1, T]
     u = (top @ centred).squeeze(-2).to(acc)  # X^T v: [P, B, H], norm ~ the top singular value
     sigma = torch.linalg.vector_norm(u, dim=-1)
-    direction = torch.where(sigma[..., None] > 0, u / sigma.clamp_min(torch.finfo(acc).tiny)[..., None], u)
-    out = M.cosine(direction, means).abs()
+    out = _cosine(u, means, sigma, torch.linalg.vector_norm(means, dim=-1)).abs()  # u's norm is sigma
     scale = torch.where(cm, norms, torch.zeros((), dtype=norms.dtype, device=norms.device)).amax(-1).to(acc)
-    lam1, lam2 = values[..., -1], values[..., -2] if values.shape[-1] > 1 else torch.zeros_like(values[..., -1])
-    unsure = ((lam1 - lam2) < PC1_GAP * lam1.abs()) | (sigma <= PC1_FLAT * scale) | ~converged
+    unsure = ~sure | (sigma <= PC1_FLAT * scale)
     redo = torch.nonzero((unsure & (n >= 2)).any(0)).flatten()  # sentences, all depths
     if redo.numel():
         out[:, redo] = pc1_mean_cosine_per_sentence(x[:, redo], cm[redo]).to(acc)
@@ -304,52 +342,119 @@ def _gram_t(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _top_components(centred: torch.Tensor, n_components: int = 2) -> torch.Tensor:
-    """The top principal directions [n, H] of centred [N, H] data, from the eigenvectors of
-    its covariance, with scikit-learn's sign convention (as metrics.pca_fit)."""
-    vecs = torch.linalg.eigh(_gram_t(centred))[1]  # ascending eigenvalues
+TRAJ_GAP = 0.02  # relative gap among a depth's top three covariance eigenvalues below which its fit is redone in float64
+
+
+_COV_ROWS = 4096  # float32 covariance: rows per product, the products added in float64
+
+
+def _covariance(centred: torch.Tensor) -> torch.Tensor:
+    """centred^T centred [H, H] in float64 (float32 on MPS). From float32 data, float32
+    products of _COV_ROWS rows at a time, added in float64: on MiniLM's 20,000-token
+    sample within 6e-8 of the float64 product (relative Frobenius norm; 1.2e-7 as one
+    float32 product), in about the time of one."""
+    acc = torch.float32 if centred.device.type == "mps" else torch.float64
+    if centred.dtype == acc:
+        return _gram_t(centred)
+    out = torch.zeros((centred.shape[1],) * 2, dtype=acc, device=centred.device)
+    for lo in range(0, centred.shape[0], _COV_ROWS):
+        out += _gram_t(centred[lo : lo + _COV_ROWS])
+    return out
+
+
+def _top_components(centred: torch.Tensor, n_components: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the top principal directions [n, H] of centred [N, H] data, with scikit-learn's sign
+    convention as metrics.pca_fit; the covariance's eigenvalues, ascending), from the
+    eigenvectors of the covariance (`_covariance`)."""
+    values, vecs = torch.linalg.eigh(_covariance(centred))  # ascending eigenvalues
     comps = vecs[:, -n_components:].flip(-1).T  # largest first
     signs = torch.sign(comps.gather(-1, comps.abs().argmax(-1, keepdim=True)))
-    return comps * signs
+    return comps * signs, values
 
 
-def _centred(x: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x - mean, mean) in float64 (float32 on MPS), as one new tensor (or written into `out`)."""
-    if out is None:
-        c = x.to(torch.float32 if x.device.type == "mps" else torch.float64, copy=True)
-    else:
-        c = out.copy_(x)
-    mean = c.mean(0)
-    return c.sub_(mean), mean
+def _close_top(values: torch.Tensor, gap: float = TRAJ_GAP) -> bool:
+    """Whether two of the top three eigenvalues (ascending) are within gap x the largest:
+    there the top two directions move most with rounding in the covariance."""
+    top = values[-3:].flip(0)
+    return bool(((top[:-1] - top[1:]) < gap * top[0].abs()).any())
+
+
+def _row_sum(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+    """x.sum(0) in acc. A float64 sum over a float32 [N, H] is one slow strided pass
+    (about 38 ms for 20,000 x 384): float32 sums of 32 rows, added in acc, take 3 ms and
+    stay within 1e-9 of the largest |x|."""
+    if x.dtype == acc or x.shape[0] < 64:
+        return x.sum(0, dtype=acc)
+    q = x.shape[0] // 32 * 32
+    return x[:q].reshape(-1, 32, x.shape[1]).sum(1).to(acc).sum(0) + x[q:].sum(0, dtype=acc)
+
+
+def _fit(x: torch.Tensor, work: torch.Tensor | None = None):
+    """(centred, centre, mean, comps) of one depth's tokens x [N, H] (N >= H): mean and
+    comps = metrics.pca_fit(x) (float64; comps the top two [2, H]); centred = x - centre,
+    where centre (float64) is the mean as subtracted, so that (x - mean) C =
+    centred C + (centre - mean) C exactly.
+
+    The mean is a float64 sum (`_row_sum`). The centred tokens are float32, x minus the
+    float32-rounded mean (no float64 copy of the tokens), and so is their covariance
+    (`_covariance`, added in float64); its eigenvectors are float64. On MiniLM's
+    20,000-token sample this moves the trajectory curves by under 5e-8 (relative). Where
+    two of the top three eigenvalues are within TRAJ_GAP of the largest, rounding could
+    move the directions more: that depth is refitted in float64, and its float64 centred
+    tokens are returned. MPS keeps float32 throughout."""
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    mean = _row_sum(x, acc) / x.shape[0]
+    low = mean.to(x.dtype)
+    centred = torch.sub(x, low, out=work) if work is not None else x - low
+    comps, values = _top_components(centred)
+    if x.dtype != acc and _close_top(values):
+        centred = x.to(acc) - mean
+        comps, _ = _top_components(centred)
+        return centred, mean, mean, comps
+    return centred, low.to(acc), mean, comps
+
+
+def _project(centred: torch.Tensor, comps: torch.Tensor, rows: int = 2048) -> torch.Tensor:
+    """centred [N, H] @ comps.T [H, k] in comps' dtype (float64). Float32 tokens are
+    converted rows at a time into one small buffer: as fast as float32 products, which
+    would add a bias of about 5e-8 (relative) to the trajectory curves (their rounding
+    is shared by tokens with the same large coordinates)."""
+    if centred.dtype == comps.dtype:
+        return centred @ comps.T
+    out = torch.empty((centred.shape[0], comps.shape[0]), dtype=comps.dtype, device=centred.device)
+    buf = torch.empty((min(rows, centred.shape[0]), centred.shape[1]), dtype=comps.dtype, device=centred.device)
+    for lo in range(0, centred.shape[0], rows):
+        part = buf[: min(rows, centred.shape[0] - lo)].copy_(centred[lo : lo + rows])
+        torch.mm(part, comps.T, out=out[lo : lo + part.shape[0]])
+    return out
 
 
 def trajectory_curves(tokens: torch.Tensor) -> dict:
     """= metrics.fixed_pca_step, refit_pca_step and teleological_distance of tokens [P, N, H].
 
-    Each depth is converted to float64 and centred once, one depth at a time (depths 0 and
-    L, whose fits serve all three metrics, stay): the projection of a token of depth d with
-    the fit (m_f, C_f) of depth f is (x - m_f) C_f = (x - m_d) C_f + (m_d - m_f) C_f."""
+    Each depth is centred and fitted once (`_fit`), one depth at a time (depths 0 and L,
+    whose fits serve all three metrics, stay): the projection of a token of depth d with
+    the fit (m_f, C_f) of depth f is (x - m_f) C_f = (x - c_d) C_f + (c_d - m_f) C_f, with
+    c_d the centre depth d's tokens were centred on."""
     P, N, H = tokens.shape
-    work = None  # one float64 buffer for the middle depths: a fresh 60 MB each time costs its page faults
+    work = None  # one buffer for the middle depths: a fresh 30 MB each time costs its page faults
 
     def fit(d: int, reuse: bool = False):
         nonlocal work
         if N < H:  # few tokens: metrics.pca_fit's SVD is the cheaper one
             mean, comps = M.pca_fit(tokens[d])
-            return tokens[d].to(mean.dtype) - mean, mean, comps
+            return tokens[d].to(mean.dtype) - mean, mean, mean, comps
         if reuse and work is None:
-            work = torch.empty((N, H), dtype=torch.float32 if tokens.device.type == "mps" else torch.float64,
-                               device=tokens.device)
-        centred, mean = _centred(tokens[d], work if reuse else None)
-        return centred, mean, _top_components(centred)
+            work = torch.empty((N, H), dtype=tokens.dtype, device=tokens.device)
+        return _fit(tokens[d], work if reuse else None)
 
     ends = {0: fit(0), P - 1: fit(P - 1)}
-    (_, m0, first), (_, ml, last) = ends[0], ends[P - 1]
+    (_, _, m0, first), (_, _, ml, last) = ends[0], ends[P - 1]
     fixed, refit, tele = [], [], []
     for d in range(P):
-        centred, mean, own = ends[d] if d in ends else fit(d, reuse=True)
-        base = centred @ torch.cat([first, own, last]).T  # [N, 6]: (x - m_d) C_f
-        shift = torch.cat([(mean - m0) @ first.T, torch.zeros_like(mean[:2]), (mean - ml) @ last.T])
+        centred, centre, mean, own = ends[d] if d in ends else fit(d, reuse=True)
+        base = _project(centred, torch.cat([first, own, last]))  # [N, 6]: (x - centre_d) C_f
+        shift = torch.cat([(centre - m0) @ first.T, (centre - mean) @ own.T, (centre - ml) @ last.T])
         for out, p in zip((fixed, refit, tele), (base + shift).split(2, dim=-1)):
             out.append(p)
         del centred, base
@@ -386,6 +491,7 @@ class _Cloud:
         self.sq_sum = torch.zeros(P, dtype=f64, device=device)
         self.norm_sum = torch.zeros(P, dtype=f64, device=device)
         self.with_pools = pools
+        self.scratch = C.Scratch()
         if pools:
             self.cls_align = torch.zeros((P, S), dtype=f64, device=device)
             self.drift = torch.zeros((P, S), dtype=f64, device=device)
@@ -406,7 +512,7 @@ class _Cloud:
 
         Returns False, adding nothing, if a state at an attended position is NaN or inf (then
         the mean pool is not finite: float64 sums of float32 values cannot overflow)."""
-        red = batch_reductions(x, content, attn, pc1_delta, function if self.classes else None)
+        red = batch_reductions(x, content, attn, pc1_delta, function if self.classes else None, self.scratch)
         if red is None:
             return False
         pool, n, unit_sums = red["pool"], red["n"], red["unit_sums"]
@@ -421,8 +527,10 @@ class _Cloud:
             self.pc1[:, slots] = red["pc1"]
             self.delta[:, slots] = red["delta"]
         if self.with_pools:
-            self.cls_align[:, slots] = M.cosine(M.cls_pool(x), pool)
-            self.drift[:, slots] = M.meanpool_drift(pool)
+            pool_norm = torch.linalg.vector_norm(pool, dim=-1)
+            cls = M.cls_pool(x)
+            self.cls_align[:, slots] = _cosine(cls, pool, torch.linalg.vector_norm(cls, dim=-1), pool_norm)
+            self.drift[:, slots] = _cosine(pool[:1], pool, pool_norm[:1], pool_norm)  # = M.meanpool_drift
             for name, stats in self.dims.items():
                 stats.add(pool if name == "mean" else x[:, :, 0].to(pool.dtype))
         if self.classes:
@@ -514,7 +622,13 @@ class _DimStats:
 
 
 class _Sample:
-    """The PCA trajectory token sample, filled batch by batch in sentence order."""
+    """The PCA trajectory token sample, filled batch by batch.
+
+    Which tokens are in it is measure.trajectories' choice (every content token, or the
+    first `cap` of a seeded randperm over them in sentence order). They are stored in the
+    order the batches bring them (capture's length-sorted order), each batch's tokens with
+    one copy per depth: the trajectory metrics are means over tokens, and the PCA fits
+    means and covariances, so the order changes only the rounding of the sums."""
 
     def __init__(self, counts: list[int], cap: int | None, seed: int):
         self.counts = torch.tensor(counts, dtype=torch.long)
@@ -524,33 +638,37 @@ class _Sample:
         if self.sampled:
             # exactly measure.trajectories' sample: randperm of all content tokens, first cap kept
             gen = torch.Generator().manual_seed(seed)
-            keep = torch.randperm(self.total, generator=gen)[:cap]
             self.keep = torch.zeros(self.total, dtype=torch.bool)
-            self.keep[keep] = True
-            self.rank = torch.cumsum(self.keep, 0) - 1
+            self.keep[torch.randperm(self.total, generator=gen)[:cap]] = True
             self.size = cap
         else:
             self.size = self.total
+        self.filled = 0
         self.tokens: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor, content: torch.Tensor, slots: torch.Tensor) -> None:
+        P, B, T, H = x.shape
         if self.tokens is None:  # depth-major [P, N, H]: each depth one contiguous matrix for the PCA fits
-            self.tokens = torch.empty((x.shape[0], self.size, x.shape[-1]), dtype=torch.float32, device=x.device)
-        flat = x[:, content.to(device=x.device, dtype=torch.bool)]  # [P, n_batch, H], (b, t) order
-        slots = slots.cpu()
-        n = self.counts[slots]
-        start = torch.repeat_interleave(self.offsets[slots], n)
-        local = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
-        glob = start + local
+            self.tokens = torch.empty((P, self.size, H), dtype=torch.float32, device=x.device)
+        src = torch.nonzero(content.to(device=x.device, dtype=torch.bool).flatten()).flatten()  # (b, t) order
         if self.sampled:
-            take = self.keep[glob]
-            dest = self.rank[glob[take]]
-            self.tokens.index_copy_(1, dest.to(x.device), flat[:, take.to(x.device)].float())
+            slots = slots.cpu()
+            n = self.counts[slots]
+            start = torch.repeat_interleave(self.offsets[slots], n)
+            local = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+            src = src[self.keep[start + local].to(x.device)]
+        lo, hi = self.filled, self.filled + src.numel()
+        flat = x.reshape(P, B * T, H)
+        if x.dtype == torch.float32:
+            for d in range(P):  # straight into the sample's rows, one copy
+                torch.index_select(flat[d], 0, src, out=self.tokens[d, lo:hi])
         else:
-            self.tokens.index_copy_(1, glob.to(x.device), flat.float())
+            self.tokens[:, lo:hi] = flat.index_select(1, src).float()
+        self.filled = hi
 
     def depth_major(self) -> torch.Tensor:
         """The sample as [P, N, H]."""
+        assert self.filled == self.size, (self.filled, self.size)
         return self.tokens
 
 
@@ -576,7 +694,7 @@ def measure_streaming(
     items = C.texts_of(sentences)
     ids = C.token_ids(loaded, items)  # one tokenizer pass: the counts and capture's length sort
     counts = content_counts(loaded, ids)
-    batches = C.iter_batches(loaded, items, batch_size, method, sublayers=sublayers, ids=ids)
+    batches = C.iter_batches(loaded, items, batch_size, method, sublayers=sublayers, ids=ids, reuse=True)
     prov = {**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256}
     threads = metric_threads if loaded.device.type == "cpu" else None
     return _measure_batches(sentences, items, counts, batches, poolings, max_pca_tokens, seed, sublayers,
