@@ -292,12 +292,14 @@ def maxsim(states: LayerStates, sentences: SentenceSet) -> dict:
     curves = {}
     pool_texts = sentences.retrieval_pool
     docs = states.select(_rows(states, pool_texts))
+    doc_units = M._unit(M._work(docs.states))  # once for every query (= maxsim_scores' own)
     for kind in sentences.retrieval_kinds:
         items = [r for r in sentences.retrieval if r.kind == kind]
         scores = []
         for item in items:
             q = states.select([states.index(item.query, "query")])
-            scores.append(M.maxsim_scores(q.states[:, 0], q.content[0], docs.states, docs.content))
+            scores.append(M.maxsim_scores_of_units(M._unit(M._work(q.states[:, 0])), q.content[0], doc_units,
+                                                   docs.content))
         scores = torch.stack(scores, 1)  # [P, Q, N]
         pos = torch.tensor([pool_texts.index(r.positive) for r in items])
         qidx = torch.tensor([pool_texts.index(r.query) if r.query in pool_texts else -1 for r in items])

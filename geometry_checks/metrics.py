@@ -366,10 +366,16 @@ def maxsim_scores(q_tokens: Tensor, q_mask: Tensor, d_tokens: Tensor, d_mask: Te
     """ColBERT late interaction: sum over query content tokens i of max over a text's content
     tokens j of cos(h_i, h_j). q_tokens [P, Tq, H], q_mask [Tq], d_tokens [P, N, Td, H],
     d_mask [N, Td] -> [P, N]."""
-    qm, dm = _mask(q_mask, q_tokens), _mask(d_mask, q_tokens)
+    return maxsim_scores_of_units(_unit(_work(q_tokens)), q_mask, _unit(_work(d_tokens)), d_mask)
+
+
+def maxsim_scores_of_units(q_units: Tensor, q_mask: Tensor, d_units: Tensor, d_mask: Tensor) -> Tensor:
+    """maxsim_scores from the tokens' unit vectors (_unit(_work(tokens))), so that a caller
+    scoring many queries against the same texts normalises the texts once."""
+    qm, dm = _mask(q_mask, q_units), _mask(d_mask, q_units)
     if not qm.any() or not dm.any(1).all():
         raise ValueError("query or text without content tokens")
-    sim = torch.einsum("pqh,pnth->pnqt", _unit(_work(q_tokens)), _unit(_work(d_tokens)))
+    sim = torch.einsum("pqh,pnth->pnqt", q_units, d_units)
     best = sim.masked_fill(~dm[None, :, None, :], float("-inf")).amax(-1)  # [P, N, Tq]
     return torch.where(qm, best, torch.zeros((), dtype=best.dtype, device=best.device)).sum(
         -1, dtype=_acc(best.device))
