@@ -104,11 +104,10 @@ def test_corrupt_entry_is_reported_recomputed_and_replaced(lab, good, cache_dir,
 
 
 def test_failed_write_leaves_no_entry_and_no_temporary_file(good, cache_dir, monkeypatch):
-    def broken_dump(obj, handle, **kw):
-        handle.write('{"format": "geometry-checks-measurement-cache", "measurement": {"cur')
+    def full_disk(fd):  # the entry's text is in the temporary file; making it durable fails
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(K.json, "dump", broken_dump)
+    monkeypatch.setattr(K.os, "fsync", full_disk)
     with pytest.warns(UserWarning, match="cannot write cache entry .*No space left"):
         assert K.store(fields(), good) is None
     assert not cache_dir.exists() or list(cache_dir.iterdir()) == []
