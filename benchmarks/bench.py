@@ -65,7 +65,13 @@ def forward_pass(loaded, sentences, batch_size: int) -> None:
 
 
 def floor(sentences: str, model: str, batch_size: int, device: str) -> None:
-    """(a): load + forward_pass; nothing else."""
+    """(a): load + forward_pass; nothing else. With the CLI's garbage-collector setting
+    (geometry_checks.cli.GC_THRESHOLD), so that (b) / (a) compares the same kind of process."""
+    import gc
+
+    from geometry_checks.cli import GC_THRESHOLD
+
+    gc.set_threshold(*GC_THRESHOLD)
     from geometry_checks import capture as C
     from geometry_checks.sentences import load_sentence_set
 
