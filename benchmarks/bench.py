@@ -14,7 +14,9 @@ and prints each one's wall time, CPU time, its peak RSS (os.wait4's ru_maxrss of
 child) and b/a, c/a (and d/a). (a) and (b) use the same batch size, device and thread count. The sentence set
 is `gen_sentences.sentence_file(N)`: N generated sentences plus fixtures/core.json's pairs
 and retrieval items, so that every metric is computed. With --repeat R the three run R
-times, interleaved (a b c a b c ...), and the medians are reported.
+times, interleaved (a b c a b c ...), and the medians are reported, and also each
+round's own b/a (d/a): on a shared or virtual machine whole rounds run faster or slower,
+and a round's ratio cancels that.
 
     python benchmarks/bench.py                       # MiniLM, CPU, 2,000 sentences
     python benchmarks/bench.py --scale 20000         # + one 20,000-sentence measure (time, RSS)
@@ -170,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
                 runs = " ".join(f"{x['wall']:.1f}" for x in steps[k])
                 print(f"{k:12} {wall[k]:8.2f} {cpu[k]:8.2f} {rss[k]:12.0f}  {runs}")
             a, a_cpu = wall["a floor"], cpu["a floor"]
+            if args.repeat > 1:  # each round's own ratios: a slow or fast round moves both of its steps
+                for k in [k for k in steps if k[0] in "bd"]:
+                    ratios = [x["wall"] / f["wall"] for x, f in zip(steps[k], steps["a floor"])]
+                    print(f"{k[0]}/a of each round: {' '.join(f'{r:.3f}' for r in ratios)} "
+                          f"(median {statistics.median(ratios):.3f})")
             print(f"b/a = {wall['b measure'] / a:.3f} wall, {cpu['b measure'] / a_cpu:.3f} CPU  (target <= 1.1)")
             print(f"c/a = {wall['c cached'] / a:.3f} wall, {cpu['c cached'] / a_cpu:.3f} CPU  (target <= 0.5, aim 0.1)")
             if args.sublayers:

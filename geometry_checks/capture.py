@@ -739,7 +739,7 @@ def token_ids(loaded: LoadedModel, items: list[tuple[str, str]]) -> list[list[in
     fresh = dict(zip(missing, loaded.tokenizer(missing, add_special_tokens=True, truncation=True,
                                                max_length=loaded.max_tokens,
                                                return_attention_mask=False)["input_ids"])) if missing else {}
-    return [list(known[t]) if t in known else fresh[t] for t in texts]
+    return [known[t] if t in known else fresh[t] for t in texts]  # shared lists: callers only read them
 
 
 def iter_batches(

@@ -21,8 +21,8 @@ from .paths import DEFAULT_SENTENCES
 # instead of Python's 700. torch and transformers leave some 400,000 long-lived objects,
 # and each full collection walks them all: on a 2,000-sentence MiniLM measure that was
 # 7 full collections and 0.84 s of CPU in all (0.30 s with this setting). The command
-# owns its process, so it sets this; the library does not. benchmarks/bench.py gives its
-# bare forward pass the same setting (docs/performance.md).
+# sets it for its run (main() restores the caller's setting); the library does not.
+# benchmarks/bench.py gives its bare forward pass the same setting (docs/performance.md).
 GC_THRESHOLD = (20_000, 10, 10)
 
 
@@ -148,7 +148,15 @@ def cmd_report(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    before = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLD)  # before torch and transformers are imported
+    try:
+        return _run(args)
+    finally:
+        gc.set_threshold(*before)  # a caller that runs main() in its own process keeps its setting
+
+
+def _run(args) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging

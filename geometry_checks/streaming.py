@@ -408,7 +408,9 @@ def _fit(x: torch.Tensor, work: torch.Tensor | None = None):
     centred = torch.sub(x, low, out=work) if work is not None else x - low
     comps, values = _top_components(centred)
     if x.dtype != acc and _close_top(values):
-        centred = x.to(acc) - mean
+        x64 = x.to(acc)
+        mean = x64.mean(0)
+        centred = x64.sub_(mean)
         comps, _ = _top_components(centred)
         return centred, mean, mean, comps
     return centred, low.to(acc), mean, comps

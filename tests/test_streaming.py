@@ -268,16 +268,113 @@ def test_pc1_flat_cloud_and_float64_path_equal_metrics():
         assert torch.allclose(got.nan_to_num(), want.nan_to_num(), atol=1e-9)
 
 
-@pytest.mark.parametrize("shape", [(5, 400, 24), (4, 50, 80)], ids=["N>H covariance", "N<H svd"])
-def test_trajectory_curves_equal_metrics(shape):
-    gen = torch.Generator().manual_seed(2)
-    tokens = torch.randn(*shape, generator=gen) * torch.linspace(0.2, 3.0, shape[-1]) + 4.0
+def _scaled_tokens(shape, second=None, seed=2):
+    """Random tokens whose coordinates have standard deviations 0.2 .. 3.0. With `second`,
+    each depth is whitened first (its sample covariance made the identity), so that the
+    sample variances are exactly the squared scales, the second largest second^2."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = torch.linspace(0.2, 3.0, shape[-1], dtype=torch.float64)
+    z = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    if second is not None:
+        scale[-2] = second
+        z = z - z.mean(-2, keepdim=True)
+        chol = torch.linalg.cholesky(z.transpose(-1, -2) @ z / shape[-2])
+        z = torch.linalg.solve_triangular(chol, z.transpose(-1, -2), upper=False).transpose(-1, -2)
+    return (z * scale + 4.0).float()
+
+
+# (shape, the largest standard deviation, relative tolerance): N >= H takes the float32
+# covariance (streaming._fit), within about 1e-7 of metrics.py's float64 SVD; with the top
+# two variances within TRAJ_GAP of each other it refits in float64 (to rounding); N < H
+# takes metrics.pca_fit's SVD itself.
+@pytest.mark.parametrize("shape, second, rtol", [((5, 400, 24), None, 1e-6), ((5, 400, 24), 3.0 * 0.99 ** 0.5, 1e-10),
+                                                 ((4, 50, 80), None, 1e-10)],
+                         ids=["N>H float32 covariance", "N>H top eigenvalues 1% apart: float64", "N<H svd"])
+def test_trajectory_curves_equal_metrics(shape, second, rtol, monkeypatch):
+    tokens = _scaled_tokens(shape, second)
+    refits = []
+    monkeypatch.setattr(ST, "_close_top", lambda values, f=ST._close_top: refits.append(f(values)) or refits[-1])
     got = ST.trajectory_curves(tokens)
+    if shape[1] >= shape[2]:
+        assert all(refits) if second else not any(refits)
     for name, f in (("fixed_pca_step", M.fixed_pca_step), ("refit_pca_step", M.refit_pca_step),
                     ("teleological_distance", M.teleological_distance)):
         want = f(tokens)
         assert torch.equal(got[name].isnan(), want.isnan())
-        assert torch.allclose(got[name].nan_to_num(), want.nan_to_num(), atol=1e-10), name
+        assert torch.allclose(got[name].nan_to_num(), want.nan_to_num(), rtol=rtol, atol=0), name
+
+
+def _spectrum_batch(values, seed=0):
+    """Symmetric matrices [len(values), T, T] with the given eigenvalues (rows of `values`)
+    and random eigenvectors; (matrices, eigenvectors)."""
+    gen = torch.Generator().manual_seed(seed)
+    vals = torch.tensor(values, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(vals.shape[0], vals.shape[1], vals.shape[1], dtype=torch.float64,
+                                       generator=gen))
+    return q @ torch.diag_embed(vals) @ q.transpose(-1, -2), q
+
+
+def test_top_eigenvector_by_squaring():
+    """pc1's eigenvector (issue 13): exact where the gap is clear, `sure` only where the
+    relative gap (l1 - l2) / l1 is certainly at least PC1_GAP, no NaN on a zero matrix."""
+    T = 12
+    rows = []
+    for l2 in (0.5, 0.97, 0.995, 0.999999):  # gaps 50%, 3%, 0.5%, 1e-6
+        rows.append([1.0, l2] + [0.3 * 0.8 ** k for k in range(T - 2)])
+    gram, q = _spectrum_batch([r[::-1] for r in rows])  # ascending, as eigh orders them
+    lam1, v, sure = ST._top_eigenvector(torch.cat([gram, torch.zeros(1, T, T, dtype=torch.float64)]))
+    assert sure.tolist() == [True, True, False, False, False]
+    top = q[:, :, -1:]
+    for i in (0, 1):
+        assert abs(float((v[i] * top[i]).sum())) == pytest.approx(1.0, abs=1e-13)
+        assert float(lam1[i]) == pytest.approx(1.0, rel=1e-13)
+    assert torch.isfinite(v[-1]).all() and not sure[-1]
+
+
+def test_batch_gram_row_blocks_equal_one_product():
+    gen = torch.Generator().manual_seed(5)
+    for T in (12, 16, 23, 29, 30):
+        x = torch.randn(3, 4, T, 40, generator=gen)
+        assert torch.allclose(ST._batch_gram(x), x @ x.transpose(-1, -2), rtol=1e-5, atol=1e-5), T
+
+
+def test_scratch_reuses_its_memory():
+    scratch = C.Scratch()
+    a = scratch.take("x", (2, 3, 4), torch.float32, "cpu")
+    b = scratch.take("x", (2, 2, 4), torch.float32, "cpu")  # smaller: the same memory
+    assert a.shape == (2, 3, 4) and b.shape == (2, 2, 4) and a.data_ptr() == b.data_ptr()
+    c = scratch.take("x", (5, 3, 4), torch.float32, "cpu")  # larger: a new buffer with headroom
+    assert c.shape == (5, 3, 4) and scratch.take("x", (6, 3, 4), torch.float32, "cpu").data_ptr() == c.data_ptr()
+    assert scratch.take("y", (2,), torch.float64, "cpu").dtype == torch.float64
+
+
+@pytest.mark.minilm
+def test_reused_batches_are_the_same_states(minilm):
+    """iter_batches(reuse=True), as measure_streaming runs it: each batch's states equal a
+    fresh capture's, and consecutive batches share memory (so the engine must reduce each
+    before asking for the next)."""
+    items = C.texts_of(CORE)
+    fresh = list(C.iter_batches(minilm, items, 8))
+    pointers = []
+    for (rows, batch), (rows_f, batch_f) in zip(C.iter_batches(minilm, items, 8, reuse=True), fresh):
+        assert rows == rows_f and torch.equal(batch.states, batch_f.states)
+        pointers.append(batch.states.data_ptr())
+    assert len(set(pointers)) < len(pointers)
+
+
+@pytest.mark.minilm
+def test_token_ids_reuse_fit_to_limit_and_match_the_tokenizer(minilm):
+    long = "word " * 600  # over MiniLM's 256-token limit: cut by fit_to_limit, truncated by token_ids
+    sentences = SentenceSet("s", ("Cats sleep a lot", long.strip()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        C.fit_to_limit(minilm, sentences)
+    items = [("Cats sleep a lot", "doc"), (long.strip(), "doc")]
+    assert C._model_text(minilm.spec, *items[0]) in minilm.recent_ids
+    assert C._model_text(minilm.spec, *items[1]) not in minilm.recent_ids
+    want = minilm.tokenizer([t for t, _ in items], add_special_tokens=True, truncation=True,
+                            max_length=minilm.max_tokens, return_attention_mask=False)["input_ids"]
+    assert C.token_ids(minilm, items) == want
 
 
 def test_first_pooling_must_be_mean():
