@@ -189,8 +189,9 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     The same quantities as metrics.py, computed differently, to about 1e-7: the masked sums
     over tokens are batched matrix products (float32 accumulation over one sentence's
     tokens, then float64), and pc1 takes the top eigenvector of the float32 Gram matrix of
-    the centred tokens (eigh in float64) instead of a float64 SVD per sentence and depth;
-    a sentence whose eigengap is below PC1_GAP (where float32 rounding could move the
+    the centred tokens (float64 from there, by repeated squaring: _top_eigenvector) instead
+    of a float64 SVD per sentence and depth; a sentence whose eigengap is not certainly
+    at least PC1_GAP (where float32 rounding could move the
     direction by more than about 1e-6), or whose scatter is below PC1_FLAT of its largest
     token norm (metrics.py's flat-cloud NaN), is recomputed in float64 by
     `pc1_mean_cosine_per_sentence`.
