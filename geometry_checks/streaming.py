@@ -807,6 +807,9 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
                 raise InputError(f"{name}: sublayer (post-attention) states contain NaN or inf")
             del x, c, a, pr, m
 
+    for c in (cloud, proj, mid):  # the batches' scratch buffers: not needed by _finish's PCA fits
+        if c is not None:
+            c.scratch = None
     with cpu_threads(threads):
         result = _finish(sentences, poolings, cloud, proj, sample, kept, prov)
         if sublayers:
