@@ -676,7 +676,8 @@ class Scratch:
     """Tensors reused from batch to batch, each a view of one flat buffer per name that
     grows as needed. A fresh tensor of some MB costs its page faults on first write, about
     as much as the operation that fills it (CPU, glibc); reusing the memory avoids that.
-    A view is valid until the next `take` of the same name."""
+    A view is valid until the next `take` of the same name. `device` is a tensor's device
+    (an indexed one on CUDA: "cuda" would never match "cuda:0" and reallocate each time)."""
 
     def __init__(self) -> None:
         self._flat: dict[str, torch.Tensor] = {}

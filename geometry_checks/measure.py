@@ -93,9 +93,9 @@ class Measurement:
 
 
 def _json_copy(value):
-    """A copy of nested dicts and lists (what dataclasses.asdict gives for a Measurement,
-    whose fields hold only those, numbers, strings and None, at a tenth of the time: asdict
-    deep-copies every float)."""
+    """A copy of nested dicts and lists: what dataclasses.asdict gives for a Measurement,
+    whose fields hold only those, numbers, strings and None, several times faster (asdict
+    passes every float through copy.deepcopy; 31 ms against 9 ms at 2,000 sentences)."""
     if isinstance(value, dict):
         return {k: _json_copy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

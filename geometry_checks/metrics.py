@@ -46,8 +46,8 @@ __all__ = [
     "separability_ratio", "token_norm", "pc1_mean_cosine_per_sentence", "pc1_mean_cosine",
     "delta_coherence_per_sentence", "delta_coherence", "mean_pool", "cls_pool", "cosine",
     "cls_mean_alignment", "meanpool_drift", "pair_cosine", "band_cosine", "bands_for",
-    "token_pair_cosine", "recall_at_k", "maxsim_scores", "maxsim_recall_at_k",
-    "write_depth", "write_depth_histogram", "late_write_fraction", "dim_correlation",
+    "token_pair_cosine", "recall_at_k", "maxsim_scores", "maxsim_scores_of_units",
+    "maxsim_recall_at_k", "write_depth", "write_depth_histogram", "late_write_fraction", "dim_correlation",
     "discriminative_dims", "pca_fit", "fixed_pca_step", "refit_pca_step",
     "teleological_distance",
 ]
