@@ -292,13 +292,13 @@ def maxsim(states: LayerStates, sentences: SentenceSet) -> dict:
     curves = {}
     pool_texts = sentences.retrieval_pool
     docs = states.select(_rows(states, pool_texts))
-    doc_units = M._unit(M._work(docs.states))  # once for every query (= maxsim_scores' own)
+    doc_units = M.maxsim_units(docs.states)  # once for every query
     for kind in sentences.retrieval_kinds:
         items = [r for r in sentences.retrieval if r.kind == kind]
         scores = []
         for item in items:
             q = states.select([states.index(item.query, "query")])
-            scores.append(M.maxsim_scores_of_units(M._unit(M._work(q.states[:, 0])), q.content[0], doc_units,
+            scores.append(M.maxsim_scores_of_units(M.maxsim_units(q.states[:, 0]), q.content[0], doc_units,
                                                    docs.content))
         scores = torch.stack(scores, 1)  # [P, Q, N]
         pos = torch.tensor([pool_texts.index(r.positive) for r in items])

@@ -46,8 +46,9 @@ __all__ = [
     "separability_ratio", "token_norm", "pc1_mean_cosine_per_sentence", "pc1_mean_cosine",
     "delta_coherence_per_sentence", "delta_coherence", "mean_pool", "cls_pool", "cosine",
     "cls_mean_alignment", "meanpool_drift", "pair_cosine", "band_cosine", "bands_for",
-    "token_pair_cosine", "recall_at_k", "maxsim_scores", "maxsim_scores_of_units",
-    "maxsim_recall_at_k", "write_depth", "write_depth_histogram", "late_write_fraction", "dim_correlation",
+    "token_pair_cosine", "recall_at_k", "maxsim_scores", "maxsim_units",
+    "maxsim_scores_of_units", "maxsim_recall_at_k", "write_depth", "write_depth_histogram",
+    "late_write_fraction", "dim_correlation",
     "discriminative_dims", "pca_fit", "fixed_pca_step", "refit_pca_step",
     "teleological_distance",
 ]
@@ -366,12 +367,17 @@ def maxsim_scores(q_tokens: Tensor, q_mask: Tensor, d_tokens: Tensor, d_mask: Te
     """ColBERT late interaction: sum over query content tokens i of max over a text's content
     tokens j of cos(h_i, h_j). q_tokens [P, Tq, H], q_mask [Tq], d_tokens [P, N, Td, H],
     d_mask [N, Td] -> [P, N]."""
-    return maxsim_scores_of_units(_unit(_work(q_tokens)), q_mask, _unit(_work(d_tokens)), d_mask)
+    return maxsim_scores_of_units(maxsim_units(q_tokens), q_mask, maxsim_units(d_tokens), d_mask)
+
+
+def maxsim_units(tokens: Tensor) -> Tensor:
+    """The token unit vectors maxsim_scores compares (float32 work, 0 for a zero vector)."""
+    return _unit(_work(tokens))
 
 
 def maxsim_scores_of_units(q_units: Tensor, q_mask: Tensor, d_units: Tensor, d_mask: Tensor) -> Tensor:
-    """maxsim_scores from the tokens' unit vectors (_unit(_work(tokens))), so that a caller
-    scoring many queries against the same texts normalises the texts once."""
+    """maxsim_scores from the tokens' maxsim_units, so that a caller scoring many queries
+    against the same texts normalises the texts once."""
     qm, dm = _mask(q_mask, q_units), _mask(d_mask, q_units)
     if not qm.any() or not dm.any(1).all():
         raise ValueError("query or text without content tokens")
