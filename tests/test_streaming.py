@@ -314,6 +314,59 @@ def _spectrum_batch(values, seed=0):
     return q @ torch.diag_embed(vals) @ q.transpose(-1, -2), q
 
 
+def _spectrum(values, seed=0):
+    """A symmetric matrix with the given eigenvalues (any order) and random eigenvectors
+    (float64); (matrix, eigenvectors as columns, in the order of values)."""
+    vals = torch.tensor(values, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), dtype=torch.float64,
+                                       generator=torch.Generator().manual_seed(seed)))
+    return (q * vals) @ q.T, q
+
+
+def test_top_eigenpairs_equal_eigh():
+    """The PCA fits' top two eigenvectors by subspace iteration (issue 13): those of eigh,
+    to rounding, with the three largest eigenvalues."""
+    H = 200
+    tail = [0.6 * 0.97 ** k for k in range(H - 2)]
+    cov, q = _spectrum([1.0, 0.8] + tail)
+    vals, vecs = ST._top_eigenpairs(cov)
+    assert vals.tolist() == pytest.approx([0.6, 0.8, 1.0], rel=1e-12)
+    for col, want in ((2, 0), (1, 1)):
+        assert abs(float(vecs[:, col] @ q[:, want])) == pytest.approx(1.0, abs=1e-13)
+    data = torch.randn(500, 80, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * torch.arange(1, 81)
+    data -= data.mean(0)
+    comps, values = ST._top_components(data)
+    exact, all_values = ST._top_components(data, exact=True)
+    assert torch.allclose(comps, exact, atol=1e-12) and values.shape == (3,)
+    assert torch.allclose(values, all_values[-3:], rtol=1e-12)
+
+
+@pytest.mark.parametrize("values", [[1.0] + [0.999] * 120, [1.0, 0.5, 0.5] + [0.1] * 100,
+                                    [1.0, 1.0 - 1e-5, 0.5] + [0.1] * 100],
+                         ids=["converges too slowly", "third eigenvalue ties the second", "top two 1e-5 apart"])
+def test_top_eigenpairs_refuses_what_it_cannot_prove(values):
+    """No answer (eigh then) where the block has not converged in _TOP_MAX_STEPS products,
+    or where two of the top three eigenvalues are within TOP_SEPARATION."""
+    cov, _ = _spectrum(values)
+    assert ST._top_eigenpairs(cov) is None
+    assert ST._top_eigenpairs(cov.float()) is None  # float32: eigh
+
+
+def test_top_eigenpairs_certificate_catches_a_missed_eigenvector():
+    """A top eigenvector orthogonal to the seeded start block: the iteration converges to
+    the next ones (small residuals), and only the Cholesky certificate can tell."""
+    H, k = 100, ST._TOP_BLOCK
+    start = torch.randn((H, k), generator=torch.Generator().manual_seed(ST.PCA_SEED), dtype=torch.float64)
+    basis = torch.linalg.qr(start, mode="complete")[0]  # columns k.. are orthogonal to the start block
+    vals = torch.tensor([1.0, 0.5, 0.3, 0.2] + [0.05] * (H - 4), dtype=torch.float64)
+    order = [k] + list(range(k)) + list(range(k + 1, H))  # the top eigenvector outside the start's span
+    q = basis[:, order]
+    cov = (q * vals) @ q.T
+    assert ST._top_eigenpairs(cov) is None
+    comps, _ = ST._top_components(torch.linalg.cholesky(cov).T)  # rows X with X^T X = cov: eigh finds it
+    assert abs(float(comps[0] @ q[:, 0])) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_top_eigenvector_by_squaring():
     """pc1's eigenvector (issue 13): exact where the gap is clear, `sure` only where the
     relative gap (l1 - l2) / l1 is certainly at least PC1_GAP, no NaN on a zero matrix."""
