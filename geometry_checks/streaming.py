@@ -352,17 +352,19 @@ TRAJ_GAP = 0.02  # relative gap among a depth's top three covariance eigenvalues
 _COV_ROWS = 4096  # float32 covariance: rows per product, the products added in float64
 
 
-def _covariance(centred: torch.Tensor) -> torch.Tensor:
-    """centred^T centred [H, H] in float64 (float32 on MPS). From float32 data, float32
-    products of _COV_ROWS rows at a time, added in float64: on MiniLM's 20,000-token
-    sample within 6e-8 of the float64 product (relative Frobenius norm; 1.2e-7 as one
-    float32 product), in about the time of one."""
-    acc = torch.float32 if centred.device.type == "mps" else torch.float64
-    if centred.dtype == acc:
-        return _gram_t(centred)
-    out = torch.zeros((centred.shape[1],) * 2, dtype=acc, device=centred.device)
-    for lo in range(0, centred.shape[0], _COV_ROWS):
-        out += _gram_t(centred[lo : lo + _COV_ROWS])
+def _centred_covariance(x: torch.Tensor, centre: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+    """(x - centre)^T (x - centre) [H, H] in float64 (float32 on MPS), as products of the
+    blocks of buf's row count (at most _COV_ROWS), each centred into buf first, so that no
+    centred copy of x is made. buf's dtype is the products': float32 for the fast fit
+    (float32 products added in float64: on MiniLM's 20,000-token sample within 6e-8 of
+    the float64 product, relative Frobenius norm, 1.2e-7 as one float32 product, in
+    about the time of one), float64 for the exact one."""
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    out = torch.zeros((x.shape[1],) * 2, dtype=acc, device=x.device)
+    for block in x.split(buf.shape[0]):
+        part = buf[: block.shape[0]]
+        part = torch.sub(block, centre, out=part) if block.dtype == buf.dtype else part.copy_(block).sub_(centre)
+        out += _gram_t(part)
     return out
 
 
@@ -420,13 +422,12 @@ def _top_eigenpairs(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | No
     return None
 
 
-def _top_components(centred: torch.Tensor, n_components: int = 2,
+def _top_components(cov: torch.Tensor, n_components: int = 2,
                     exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the top principal directions [n, H] of centred [N, H] data, with scikit-learn's sign
-    convention as metrics.pca_fit; the covariance's largest eigenvalues, ascending, at
-    least three), from the eigenvectors of the covariance (`_covariance`): the top two by
-    subspace iteration (`_top_eigenpairs`), else (and with exact) by eigh."""
-    cov = _covariance(centred)
+    """(the top principal directions [n, H] of the data whose covariance (or X^T X of the
+    centred data) is cov, with scikit-learn's sign convention as metrics.pca_fit; cov's
+    largest eigenvalues, ascending, at least three): the top two by subspace iteration
+    (`_top_eigenpairs`), else (and with exact) by eigh."""
     found = None if exact or n_components > 2 else _top_eigenpairs(cov)
     values, vecs = found if found is not None else torch.linalg.eigh(cov)  # ascending eigenvalues
     comps = vecs[:, -n_components:].flip(-1).T  # largest first
@@ -451,77 +452,91 @@ def _row_sum(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     return x[:q].reshape(-1, 32, x.shape[1]).sum(1).to(acc).sum(0) + x[q:].sum(0, dtype=acc)
 
 
-def _fit(x: torch.Tensor, work: torch.Tensor | None = None):
-    """(centred, centre, mean, comps) of one depth's tokens x [N, H] (N >= H): mean and
-    comps = metrics.pca_fit(x) (float64; comps the top two [2, H]); centred = x - centre,
-    where centre (float64) is the mean as subtracted, so that (x - mean) C =
-    centred C + (centre - mean) C exactly.
+class _FitBuffers:
+    """The PCA fits' block buffers, [rows, H] each, made on first use and shared by every
+    depth: a fresh buffer per depth would cost its page faults each time."""
 
-    The mean is a float64 sum (`_row_sum`). The centred tokens are float32, x minus the
-    float32-rounded mean (no float64 copy of the tokens), and so is their covariance
-    (`_covariance`, added in float64); its eigenvectors are float64. On MiniLM's
-    20,000-token sample this moves the trajectory curves by under 5e-8 (relative). Where
-    two of the top three eigenvalues are within TRAJ_GAP of the largest, rounding could
-    move the directions more: that depth is refitted in float64, and its float64 centred
-    tokens are returned. MPS keeps float32 throughout."""
+    def __init__(self, rows: int, hidden: int, device) -> None:
+        self.rows, self.hidden, self.device = rows, hidden, device
+        self._bufs: dict[torch.dtype, torch.Tensor] = {}
+
+    def get(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype not in self._bufs:
+            self._bufs[dtype] = torch.empty((self.rows, self.hidden), dtype=dtype, device=self.device)
+        return self._bufs[dtype]
+
+
+def _fit(x: torch.Tensor, bufs: _FitBuffers | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, comps) = metrics.pca_fit(x) of one depth's tokens x [N, H] (N >= H; float64,
+    comps the top two [2, H]).
+
+    The mean is a float64 sum (`_row_sum`). The covariance is of the tokens centred on the
+    float32-rounded mean, block by block, in float32 products added in float64
+    (`_centred_covariance`: no centred copy of the tokens); its top eigenvectors are
+    float64. On MiniLM's 20,000-token sample this moves the trajectory curves by under
+    5e-8 (relative). Where two of the top three eigenvalues are within TRAJ_GAP of the
+    largest, rounding could move the directions more: that depth is refitted from float64
+    blocks, centred on the float64 mean of the float64 tokens (metrics.pca_fit's numbers,
+    to rounding). MPS keeps float32 throughout."""
     acc = torch.float32 if x.device.type == "mps" else torch.float64
+    bufs = bufs or _FitBuffers(min(_COV_ROWS, x.shape[0]), x.shape[1], x.device)
     mean = _row_sum(x, acc) / x.shape[0]
-    low = mean.to(x.dtype)
-    centred = torch.sub(x, low, out=work) if work is not None else x - low
-    comps, values = _top_components(centred)
+    comps, values = _top_components(_centred_covariance(x, mean.to(x.dtype), buf=bufs.get(x.dtype)))
     if x.dtype != acc and _close_top(values):
-        x64 = x.to(acc)
-        mean = x64.mean(0)
-        centred = x64.sub_(mean)
-        comps, _ = _top_components(centred, exact=True)
-        return centred, mean, mean, comps
-    return centred, low.to(acc), mean, comps
+        buf = bufs.get(acc)
+        mean = sum(buf[: len(b)].copy_(b).sum(0) for b in x.split(bufs.rows)) / x.shape[0]
+        comps, _ = _top_components(_centred_covariance(x, mean, buf=buf), exact=True)
+    return mean, comps
 
 
-def _project(centred: torch.Tensor, comps: torch.Tensor, rows: int = 2048) -> torch.Tensor:
-    """centred [N, H] @ comps.T [H, k] in comps' dtype (float64). Float32 tokens are
-    converted rows at a time into one small buffer: as fast as float32 products, which
-    would add a bias of about 5e-8 (relative) to the trajectory curves (their rounding
-    is shared by tokens with the same large coordinates)."""
-    if centred.dtype == comps.dtype:
-        return centred @ comps.T
-    out = torch.empty((centred.shape[0], comps.shape[0]), dtype=comps.dtype, device=centred.device)
-    buf = torch.empty((min(rows, centred.shape[0]), centred.shape[1]), dtype=comps.dtype, device=centred.device)
-    for lo in range(0, centred.shape[0], rows):
-        part = buf[: min(rows, centred.shape[0] - lo)].copy_(centred[lo : lo + rows])
-        torch.mm(part, comps.T, out=out[lo : lo + part.shape[0]])
-    return out
+def _project(x: torch.Tensor, centre: torch.Tensor, comps: torch.Tensor, bufs: _FitBuffers | None = None,
+             rows: int = 2048) -> torch.Tensor:
+    """(x - centre) @ comps.T [N, k] in comps' dtype (float64), x [N, H] of any float
+    dtype. Float32 tokens are converted rows at a time into one small buffer (float32
+    products would add a bias of about 5e-8, relative, to the trajectory curves: their
+    rounding is shared by tokens with the same large coordinates), multiplied uncentred,
+    and centre @ comps.T subtracted: in float64, x C - c C is (x - c) C to about 1e-15 of
+    |x| |C|, without a centring pass. On MPS (float32) each block is centred first."""
+    acc = comps.dtype
+    if x.dtype == acc:
+        return (x - centre) @ comps.T
+    out = torch.empty((x.shape[0], comps.shape[0]), dtype=acc, device=x.device)
+    buf = bufs.get(acc) if bufs is not None else torch.empty((min(rows, x.shape[0]), x.shape[1]), dtype=acc,
+                                                             device=x.device)
+    rows = buf.shape[0]
+    float64 = acc == torch.float64
+    for lo in range(0, x.shape[0], rows):
+        part = buf[: min(rows, x.shape[0] - lo)].copy_(x[lo : lo + rows])
+        torch.mm(part if float64 else part.sub_(centre), comps.T, out=out[lo : lo + part.shape[0]])
+    return out - centre @ comps.T if float64 else out
 
 
 def trajectory_curves(tokens: torch.Tensor) -> dict:
     """= metrics.fixed_pca_step, refit_pca_step and teleological_distance of tokens [P, N, H].
 
-    Each depth is centred and fitted once (`_fit`), one depth at a time (depths 0 and L,
-    whose fits serve all three metrics, stay): the projection of a token of depth d with
-    the fit (m_f, C_f) of depth f is (x - m_f) C_f = (x - c_d) C_f + (c_d - m_f) C_f, with
-    c_d the centre depth d's tokens were centred on."""
+    Each depth is fitted once (`_fit`), one depth at a time (the fits of depths 0 and L,
+    which serve all three metrics, stay); the projection of a token of depth d with the
+    fit (m_f, C_f) of depth f is (x - m_f) C_f = (x - m_d) C_f + (m_d - m_f) C_f. Only a
+    mean and two directions per kept fit, and two block buffers, are held besides the
+    tokens."""
     P, N, H = tokens.shape
-    work = None  # one buffer for the middle depths: a fresh 30 MB each time costs its page faults
+    bufs = _FitBuffers(min(_COV_ROWS, N), H, tokens.device)
 
-    def fit(d: int, reuse: bool = False):
-        nonlocal work
+    def fit(d: int) -> tuple[torch.Tensor, torch.Tensor]:
         if N < H:  # few tokens: metrics.pca_fit's SVD is the cheaper one
-            mean, comps = M.pca_fit(tokens[d])
-            return tokens[d].to(mean.dtype) - mean, mean, mean, comps
-        if reuse and work is None:
-            work = torch.empty((N, H), dtype=tokens.dtype, device=tokens.device)
-        return _fit(tokens[d], work if reuse else None)
+            return M.pca_fit(tokens[d])
+        return _fit(tokens[d], bufs)
 
     ends = {0: fit(0), P - 1: fit(P - 1)}
-    (_, _, m0, first), (_, _, ml, last) = ends[0], ends[P - 1]
+    (m0, first), (ml, last) = ends[0], ends[P - 1]
     fixed, refit, tele = [], [], []
     for d in range(P):
-        centred, centre, mean, own = ends[d] if d in ends else fit(d, reuse=True)
-        base = _project(centred, torch.cat([first, own, last]))  # [N, 6]: (x - centre_d) C_f
-        shift = torch.cat([(centre - m0) @ first.T, (centre - mean) @ own.T, (centre - ml) @ last.T])
+        mean, own = ends[d] if d in ends else fit(d)
+        base = _project(tokens[d], mean, torch.cat([first, own, last]), bufs)  # [N, 6]: (x - m_d) C_f
+        shift = torch.cat([(mean - m0) @ first.T, (mean - mean) @ own.T, (mean - ml) @ last.T])
         for out, p in zip((fixed, refit, tele), (base + shift).split(2, dim=-1)):
             out.append(p)
-        del centred, base
+        del base
 
     def steps(projections: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack([torch.linalg.vector_norm(b - a, dim=-1).mean() for a, b in pairwise(projections)])
