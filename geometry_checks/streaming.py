@@ -227,17 +227,26 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     def temp(name, shape):
         return None if scratch is None else scratch.take(name, shape, x.dtype, x.device)
 
-    centred = torch.sub(x, m32[:, :, None, :], out=temp("centred", x.shape))  # float32 like metrics.within_scatter
-    if pc1_delta:  # |x_i - m_s| from the Gram matrix's diagonal, which pc1 needs anyway
-        gram = _batch_gram(centred)  # [P, B, T, T]
-        dist = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()
+    P, B, T, H = x.shape
+    if pc1_delta:
+        # The centred tokens with the mean as one more row: their Gram matrix holds the
+        # tokens' (x_i - m_s) . m_s in its last column, which pc1's cosine needs (_pc1).
+        ext = temp("centred", (P, B, T + 1, H))
+        if ext is None:
+            ext = torch.empty((P, B, T + 1, H), dtype=x.dtype, device=x.device)
+        centred = torch.sub(x, m32[:, :, None, :], out=ext[:, :, :T])  # float32 like metrics.within_scatter
+        ext[:, :, T] = m32
+        full = _batch_gram(ext)  # [P, B, T + 1, T + 1]
+        gram, dots = full[..., :T, :T], full[..., :T, T]
+        dist = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()  # |x_i - m_s|: the Gram matrix's diagonal
     else:
+        centred = torch.sub(x, m32[:, :, None, :], out=temp("centred", x.shape))
         dist = torch.linalg.vector_norm(centred, dim=-1)
     out["within"] = (dist * cw).sum(-1, dtype=acc) / nf
     out["norm_sum"] = (norms * cw).sum((1, 2), dtype=acc)
     if pc1_delta:
-        out["pc1"] = _pc1(x, centred, gram, cm, n, out["means"], norms)
-        del gram
+        out["pc1"] = _pc1(x, gram, dots, cm, n, out["means"], norms)
+        del full, gram, dots
     del centred, dist
 
     out["unit_sums"] = sums[:, :, 2]  # [P, B, H]
@@ -311,15 +320,22 @@ def _top_eigenvector(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     return lam1, v, sure
 
 
-def _pc1(x, centred, gram, cm, n, means, norms) -> torch.Tensor:
+def _pc1(x, gram, dots, cm, n, means, norms) -> torch.Tensor:
+    """pc1_mean_cosine_per_sentence [P, B] from the Gram matrices of the centred tokens X
+    (gram [P, B, T, T]) and their dot products with the content means (dots = X m,
+    [P, B, T]): with v the top eigenvector of X X^T and l1 its eigenvalue, u = X^T v has
+    norm sqrt(l1) and u . m = v . (X m), so cos(u, m) needs no pass over the tokens."""
     acc = means.dtype
     pair = cm[:, :, None] & cm[:, None, :]  # [B, T, T]: the content rows and columns of the Gram matrix
     gram = gram.masked_fill(~pair, 0.0).to(acc)
     lam1, top, sure = _top_eigenvector(gram)
-    top = top.transpose(-1, -2).to(x.dtype)  # [P, B, 1, T]
-    u = (top @ centred).squeeze(-2).to(acc)  # X^T v: [P, B, H], norm ~ the top singular value
-    sigma = torch.linalg.vector_norm(u, dim=-1)
-    out = _cosine(u, means, sigma, torch.linalg.vector_norm(means, dim=-1)).abs()  # u's norm is sigma
+    dots = dots.masked_fill(~cm, 0.0).to(acc)
+    um = (top.squeeze(-1) * dots).sum(-1)  # u . m, u = X^T v
+    sigma = lam1.clamp_min(0).sqrt()  # |u|
+    m_norm = torch.linalg.vector_norm(means, dim=-1)
+    ok = (sigma > M.EPS) & (m_norm > M.EPS)  # as metrics.cosine
+    out = torch.where(ok, um / (sigma * m_norm).clamp_min(torch.finfo(acc).tiny), torch.zeros_like(um))
+    out = out.clamp(-1.0, 1.0).abs()
     scale = torch.where(cm, norms, torch.zeros((), dtype=norms.dtype, device=norms.device)).amax(-1).to(acc)
     unsure = ~sure | (sigma <= PC1_FLAT * scale)
     depth, sent = torch.nonzero(unsure & (n >= 2)).unbind(1)  # only the (depth, sentence) pairs in doubt
