@@ -31,6 +31,8 @@ def _list(t: torch.Tensor) -> list:
     out = (t if not t.is_floating_point() else t.double()).tolist()
     if isinstance(out, float):
         return None if math.isnan(out) else out
+    if not t.is_floating_point() or not bool(t.isnan().any()):
+        return out  # nothing to replace: no walk over the elements (a [S, P] table is ~14,000)
 
     def clean(x):
         if isinstance(x, list):
