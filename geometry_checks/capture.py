@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -731,6 +731,37 @@ def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool, scr
     return states, mid, proj
 
 
+class _RowLists(Sequence):
+    """One of a tokenized batch's per-row lists (the unpadded tokens, word ids or character
+    offsets of each text), made when a row is first read: the streaming engine reads those
+    of a few kept texts only, and building all of them (with the offsets the tokenizer
+    returns only on request) cost about as much as the tokenizer call itself. `enc` is the
+    batch's BatchEncoding (a fast tokenizer's: its `encodings` hold every row's tokens,
+    word ids and offsets), `lens` each row's token count."""
+
+    def __init__(self, enc, lens: list[int], kind: str) -> None:
+        self._enc, self._lens, self._kind = enc, lens, kind
+        self._rows: list = [None] * len(lens)
+
+    def __len__(self) -> int:
+        return len(self._lens)
+
+    def __getitem__(self, b):
+        if isinstance(b, slice):
+            return [self[i] for i in range(*b.indices(len(self)))]
+        if self._rows[b] is None:
+            row, n = self._enc.encodings[b], self._lens[b]
+            self._rows[b] = (row.tokens[:n] if self._kind == "tokens" else row.word_ids[:n]
+                             if self._kind == "word_ids" else [tuple(o) for o in row.offsets[:n]])
+        return self._rows[b]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
 def token_ids(loaded: LoadedModel, items: list[tuple[str, str]]) -> list[list[int]]:
     """The input ids of every (text, role), special tokens included, truncated as capture
     truncates: what iter_batches sorts by, and (streaming) the content-token counts."""
@@ -775,9 +806,7 @@ def iter_batches(
             truncation=True,
             max_length=loaded.max_tokens,
             return_tensors="pt",
-            return_offsets_mapping=True,
         )
-        offsets = enc.pop("offset_mapping")
         batch = {k: v.to(loaded.device) for k, v in enc.items()}
         states, mid, proj = _forward(loaded, batch, method, sublayers, scratch)
         attn = enc["attention_mask"].bool()
@@ -793,9 +822,9 @@ def iter_batches(
             attn=attn.to(loaded.device),
             content=content.to(loaded.device),
             input_ids=enc["input_ids"].to(loaded.device),
-            tokens=[tok.convert_ids_to_tokens(enc["input_ids"][b, : lens[b]].tolist()) for b in range(len(rows))],
-            word_ids=[enc.word_ids(b)[: lens[b]] for b in range(len(rows))],
-            offsets=[[tuple(o) for o in offsets[b, : lens[b]].tolist()] for b in range(len(rows))],
+            tokens=_RowLists(enc, lens, "tokens"),  # made per row when read
+            word_ids=_RowLists(enc, lens, "word_ids"),
+            offsets=_RowLists(enc, lens, "offsets"),
             sublayers={} if mid is None else {"attn": mid.float()},
             proj=None if proj is None else proj.float(),
             provenance=loaded.provenance,

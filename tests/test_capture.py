@@ -31,6 +31,20 @@ def test_layer_states_shape_contract(minilm):
     assert st.provenance["weights_sha256"] == spec.weights_sha256
 
 
+def test_batch_row_lists_equal_the_tokenizers_own(minilm):
+    """iter_batches' tokens, word ids and offsets are made per row when read (capture's
+    _RowLists, issue 13): the same lists as the tokenizer returns with offsets."""
+    tok = minilm.tokenizer
+    for rows, batch in C.iter_batches(minilm, [(t, "doc") for t in TEXTS.sentences], batch_size=2):
+        enc = tok(list(batch.model_texts), padding=True, return_tensors="pt", return_offsets_mapping=True)
+        lens = batch.attn.sum(1).tolist()
+        assert batch.offsets[len(rows) - 1] == [tuple(o) for o in enc["offset_mapping"][-1, : lens[-1]].tolist()]
+        assert batch.tokens == [tok.convert_ids_to_tokens(enc["input_ids"][b, : n].tolist()) for b, n in enumerate(lens)]
+        assert batch.word_ids == [enc.word_ids(b)[:n] for b, n in enumerate(lens)]
+        assert batch.offsets == [[tuple(o) for o in enc["offset_mapping"][b, :n].tolist()] for b, n in enumerate(lens)]
+        assert batch.select([0]).tokens == [batch.tokens[0]] and batch.tokens[-1:] == [batch.tokens[len(rows) - 1]]
+
+
 def test_hooks_reproduce_output_hidden_states_exactly(minilm):
     a = C.capture(minilm, TEXTS, method="hidden_states")
     b = C.capture(minilm, TEXTS, method="hooks")
