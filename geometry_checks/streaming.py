@@ -234,20 +234,19 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
         ext = temp("centred", (P, B, T + 1, H))
         if ext is None:
             ext = torch.empty((P, B, T + 1, H), dtype=x.dtype, device=x.device)
-        centred = torch.sub(x, m32[:, :, None, :], out=ext[:, :, :T])  # float32 like metrics.within_scatter
+        torch.sub(x, m32[:, :, None, :], out=ext[:, :, :T])  # float32 like metrics.within_scatter
         ext[:, :, T] = m32
         full = _batch_gram(ext)  # [P, B, T + 1, T + 1]
         gram, dots = full[..., :T, :T], full[..., :T, T]
         dist = gram.diagonal(dim1=-2, dim2=-1).clamp_min(0).sqrt()  # |x_i - m_s|: the Gram matrix's diagonal
     else:
-        centred = torch.sub(x, m32[:, :, None, :], out=temp("centred", x.shape))
-        dist = torch.linalg.vector_norm(centred, dim=-1)
+        dist = torch.linalg.vector_norm(torch.sub(x, m32[:, :, None, :], out=temp("centred", x.shape)), dim=-1)
     out["within"] = (dist * cw).sum(-1, dtype=acc) / nf
     out["norm_sum"] = (norms * cw).sum((1, 2), dtype=acc)
     if pc1_delta:
         out["pc1"] = _pc1(x, gram, dots, cm, n, out["means"], norms)
         del full, gram, dots
-    del centred, dist
+    del dist
 
     out["unit_sums"] = sums[:, :, 2]  # [P, B, H]
     self_dots = (unit_sq * cw).sum(-1, dtype=acc)
@@ -402,8 +401,9 @@ def _top_eigenpairs(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | No
     eigenpairs of V^T C V), until the top two residuals |C v_i - t_i v_i| are at most
     TOP_RESIDUAL t_1. A residual r puts v_i within r / gap of the eigenvector, and a Ritz
     value is never above the eigenvalue it approximates; the top three Ritz values must be
-    TOP_SEPARATION t_1 apart (within 2e-9 then; a nearer tie goes to eigh). One thing a residual cannot show
-    is that no larger eigenvalue was missed; a Cholesky factorisation shows it: with D =
+    TOP_SEPARATION t_1 apart (each vector is then within 1e-9 of its eigenvector; a nearer
+    tie goes to eigh). What a residual cannot show is that no larger eigenvalue was
+    missed; a Cholesky factorisation shows it: with D =
     C - t_1 v_1 v_1^T - t_2 v_2 v_2^T and tau halfway between t_2 and t_3, tau I - D is
     positive definite only if every eigenvalue of D is below tau, and (Weyl) the third
     eigenvalue of C is at most the largest of D. So t_1 >= t_2 > tau > l_3: v_1, v_2 are
