@@ -314,6 +314,9 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
                 or "deserializ" in str(exc).lower() else exc.__class__.__name__)
         raise InputError(f"{spec.name}: cannot load {ref.location}: {what} ({_first_line(exc)})") from None
     check_loading_info(info, spec, ref.location)
+    if not getattr(tokenizer, "is_fast", False):  # capture reads word ids and character offsets
+        raise InputError(f"{spec.name}: {ref.location}: its tokenizer has no fast (Rust) version, which the "
+                         "suite needs for word ids and character offsets (add its tokenizer.json)")
     model.eval().to(torch_device)
 
     directory = Path(ref.location) if ref.is_dir else None
@@ -553,9 +556,9 @@ class LayerStates:
     attn: torch.Tensor
     content: torch.Tensor
     input_ids: torch.Tensor
-    tokens: list[list[str]]
-    word_ids: list[list[int | None]]
-    offsets: list[list[tuple[int, int]]]
+    tokens: Sequence[list[str]]  # a list, or iter_batches' _RowLists (made per row when read)
+    word_ids: Sequence[list[int | None]]
+    offsets: Sequence[list[tuple[int, int]]]
     sublayers: dict[str, torch.Tensor] = field(default_factory=dict)
     proj: torch.Tensor | None = None
     provenance: dict = field(default_factory=dict)

@@ -300,10 +300,13 @@ def _top_eigenvector(gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     def normalised(m: torch.Tensor) -> torch.Tensor:  # m / trace(m), in place
         return m.div_(m.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(tiny)[..., None, None])
 
+    # Between two rescalings l1 >= 1 / T shrinks to T^-(2^k) after k squarings: in float64
+    # five are safe (T^-32 > 1e-300 up to T = 1e9), in float32 (MPS) two (T^-4 > 1e-38)
+    every = 5 if gram.dtype == torch.float64 else 2
     b = normalised(gram.clone())
     for j in range(_PC1_SQUARINGS):
         b = b @ b
-        if j % 5 == 4 or j == _PC1_SQUARINGS - 1:  # five squarings shrink l1 >= 1 / T to >= T^-32 (float64: T < 1e9)
+        if j % every == every - 1 or j == _PC1_SQUARINGS - 1:
             b = normalised(b)
     frob = (b * b).sum((-2, -1))
     gap_ok = (1 / frob.clamp_min(tiny) - 1) <= (1 - PC1_GAP) ** (2**_PC1_SQUARINGS)
@@ -387,64 +390,72 @@ _TOP_BLOCK = 16  # _top_eigenpairs: the subspace it iterates
 _TOP_STEPS = 8  # products with the matrix between two Rayleigh-Ritz checks
 _TOP_MAX_STEPS = 96  # then eigh
 TOP_RESIDUAL = 1e-12  # |C v - l v| <= this x l1 for each of the top two vectors
-TOP_SEPARATION = 1e-3  # l1 - l2 and l2 - l3 above this x l1, else eigh (vector errors <= residual / gap)
+TOP_SEPARATION = 1e-3  # l1 - l2, and (by default) l2 - l3, proven above this x l1, else eigh
 
 
-def _top_eigenpairs(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _top_eigenpairs(cov: torch.Tensor, separation: float = TOP_SEPARATION
+                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(the three largest eigenvalues, ascending [3]; their eigenvectors [H, 3]) of a
-    symmetric positive semi-definite float64 matrix, by subspace iteration, or None where
-    that is not proven accurate (then eigh is the way).
+    symmetric positive semi-definite float64 matrix, by subspace iteration, where it is
+    proven that l1 - l2 and l2 - l3 are more than `separation` x l1; else None (then eigh
+    is the way). The third pair is approximate (a lower bound of l3); only the top two
+    vectors are meant for use.
 
     A full eigendecomposition finds all H eigenvectors; the PCA fits use two. Here a block
-    of _TOP_BLOCK vectors (seeded) is multiplied by the matrix, orthonormalised every four
-    products, and every _TOP_STEPS products reduced to the Ritz pairs of the block (the
-    eigenpairs of V^T C V), until the top two residuals |C v_i - t_i v_i| are at most
-    TOP_RESIDUAL t_1. A residual r puts v_i within r / gap of the eigenvector, and a Ritz
-    value is never above the eigenvalue it approximates; the top three Ritz values must be
-    TOP_SEPARATION t_1 apart (each vector is then within 1e-9 of its eigenvector; a nearer
-    tie goes to eigh). What a residual cannot show is that no larger eigenvalue was
-    missed; a Cholesky factorisation shows it: with D =
-    C - t_1 v_1 v_1^T - t_2 v_2 v_2^T and tau halfway between t_2 and t_3, tau I - D is
-    positive definite only if every eigenvalue of D is below tau, and (Weyl) the third
-    eigenvalue of C is at most the largest of D. So t_1 >= t_2 > tau > l_3: v_1, v_2 are
-    the top two. On MiniLM's and mpnet's covariances (384 and 768 rows) this converges in
-    16 to 48 products, to the eigenvectors eigh gives within 1e-15, in about half and a
-    third of eigh's time."""
+    of _TOP_BLOCK vectors (seeded) is multiplied by the matrix (scaled to trace 1),
+    orthonormalised every four products, and every _TOP_STEPS products reduced to the Ritz
+    pairs of the block (the eigenpairs of V^T C V), until the top two residuals
+    |C v_i - t_i v_i| are at most TOP_RESIDUAL t_1. A Ritz value is never above the
+    eigenvalue it approximates, and a residual r puts v_i within r / gap_i of its
+    eigenvector, gap_i the distance from t_i to the rest of the spectrum. What a residual
+    cannot show is that no larger eigenvalue was missed; a Cholesky factorisation shows
+    it: with D = C - t_1 v_1 v_1^T - t_2 v_2 v_2^T and tau = t_2 - separation t_1, tau I - D
+    is positive definite only if every eigenvalue of D is below tau, and (Weyl) the third
+    eigenvalue of C is at most the largest of D. So l3 < tau: v_1 and v_2 are the top two,
+    v_2 within TOP_RESIDUAL / separation of its eigenvector and, with t_1 - t_2 above
+    TOP_SEPARATION t_1, v_1 within TOP_RESIDUAL / TOP_SEPARATION (1e-9). On MiniLM's and
+    mpnet's covariances (384 and 768 rows) this converges in 16 to 48 products, to the
+    eigenvectors eigh gives within 1e-15, in about half and a third of eigh's time."""
     H = cov.shape[-1]
     k = min(_TOP_BLOCK, H)
     if H < 4 * k or cov.dtype != torch.float64:
         return None
+    trace = cov.diagonal().sum()
+    if not bool(torch.isfinite(trace)) or not bool(trace > 0):
+        return None
+    scaled = cov / trace  # eigenvalues <= 1: four products without a QR cannot overflow
     gen = torch.Generator(device=cov.device).manual_seed(PCA_SEED)
     v = torch.randn((H, k), generator=gen, dtype=cov.dtype, device=cov.device)
     for step in range(1, _TOP_MAX_STEPS + 1):
-        v = cov @ v
+        v = scaled @ v
         if step % 4:
             continue
         v = torch.linalg.qr(v)[0]
         if step % _TOP_STEPS:
             continue
-        theta, w = torch.linalg.eigh(v.T @ cov @ v)  # Rayleigh-Ritz, ascending
+        theta, w = torch.linalg.eigh(v.T @ scaled @ v)  # Rayleigh-Ritz, ascending
         top, vals = v @ w[:, -3:], theta[-3:]
-        residual = torch.linalg.vector_norm(cov @ top[:, 1:] - top[:, 1:] * vals[1:], dim=0)
+        residual = torch.linalg.vector_norm(scaled @ top[:, 1:] - top[:, 1:] * vals[1:], dim=0)
         if not bool((residual <= TOP_RESIDUAL * vals[-1]).all()):
             continue
-        if not bool((vals[1:] - vals[:-1] > TOP_SEPARATION * vals[-1]).all()):
-            return None  # a near tie: the vectors move with rounding (eigh's too); eigh decides
-        deflated = cov - (top[:, 1:] * vals[1:]) @ top[:, 1:].T
-        shifted = torch.diag_embed(((vals[0] + vals[1]) / 2).expand(H)) - deflated
-        if int(torch.linalg.cholesky_ex(shifted).info) != 0:
+        if not bool(vals[2] - vals[1] > TOP_SEPARATION * vals[2]):
+            return None  # a near tie at the top: the vectors move with rounding (eigh's too); eigh decides
+        deflated = scaled - (top[:, 1:] * vals[1:]) @ top[:, 1:].T
+        tau = vals[1] - separation * vals[2]
+        if not bool(tau > vals[0]) or int(torch.linalg.cholesky_ex(torch.diag_embed(tau.expand(H)) - deflated).info):
             return None
-        return vals, top
+        return vals * trace, top
     return None
 
 
-def _top_components(cov: torch.Tensor, n_components: int = 2,
-                    exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def _top_components(cov: torch.Tensor, n_components: int = 2, exact: bool = False,
+                    separation: float = TOP_SEPARATION) -> tuple[torch.Tensor, torch.Tensor]:
     """(the top principal directions [n, H] of the data whose covariance (or X^T X of the
     centred data) is cov, with scikit-learn's sign convention as metrics.pca_fit; cov's
     largest eigenvalues, ascending, at least three): the top two by subspace iteration
-    (`_top_eigenpairs`), else (and with exact) by eigh."""
-    found = None if exact or n_components > 2 else _top_eigenpairs(cov)
+    (`_top_eigenpairs`, which proves l2 - l3 > separation x l1; then the third value is
+    only a lower bound), else (and with exact) by eigh."""
+    found = None if exact or n_components > 2 else _top_eigenpairs(cov, separation)
     values, vecs = found if found is not None else torch.linalg.eigh(cov)  # ascending eigenvalues
     comps = vecs[:, -n_components:].flip(-1).T  # largest first
     signs = torch.sign(comps.gather(-1, comps.abs().argmax(-1, keepdim=True)))
@@ -497,7 +508,10 @@ def _fit(x: torch.Tensor, bufs: _FitBuffers | None = None) -> tuple[torch.Tensor
     acc = torch.float32 if x.device.type == "mps" else torch.float64
     bufs = bufs or _FitBuffers(min(_COV_ROWS, x.shape[0]), x.shape[1], x.device)
     mean = _row_sum(x, acc) / x.shape[0]
-    comps, values = _top_components(_centred_covariance(x, mean.to(x.dtype), buf=bufs.get(x.dtype)))
+    # subspace iteration proves l2 - l3 > TRAJ_GAP l1, or eigh gives every value: either way
+    # _close_top below sees the gaps that decide the refit
+    comps, values = _top_components(_centred_covariance(x, mean.to(x.dtype), buf=bufs.get(x.dtype)),
+                                    separation=TRAJ_GAP)
     if x.dtype != acc and _close_top(values):
         buf = bufs.get(acc)
         mean = sum(buf[: len(b)].copy_(b).sum(0) for b in x.split(bufs.rows)) / x.shape[0]

@@ -367,6 +367,25 @@ def test_top_eigenpairs_certificate_catches_a_missed_eigenvector():
     assert abs(float(comps[0] @ q[:, 0])) == pytest.approx(1.0, abs=1e-12)
 
 
+def test_top_eigenpairs_proves_the_gap_below_the_second():
+    """The third eigenvalue decides the float64 refit (_close_top): a third eigenvector
+    outside the seeded block (spectrum 1, 0.9, 0.885: l2 - l3 = 1.5% < TRAJ_GAP) leaves a
+    third Ritz value that is too small, and only the certificate at tau = t2 - TRAJ_GAP t1
+    can tell; at a larger scale (1e80) the answer is the same matrix's, scaled."""
+    H, k = 100, ST._TOP_BLOCK
+    start = torch.randn((H, k), generator=torch.Generator().manual_seed(ST.PCA_SEED), dtype=torch.float64)
+    basis = torch.linalg.qr(start, mode="complete")[0]
+    vals = torch.tensor([1.0, 0.9, 0.885] + [0.875 * 0.9 ** i for i in range(H - 3)], dtype=torch.float64)
+    order = [0, 1, k] + list(range(2, k)) + list(range(k + 1, H))  # the third eigenvector outside the block
+    q = basis[:, order]
+    cov = (q * vals) @ q.T
+    assert ST._top_eigenpairs(cov, ST.TRAJ_GAP) is None
+    assert ST._close_top(torch.linalg.eigvalsh(cov))  # what eigh then tells _fit: refit
+    found, big = ST._top_eigenpairs(cov), ST._top_eigenpairs(cov * 1e80)  # l2 - l3 > TOP_SEPARATION: proven
+    assert found is not None and big is not None
+    assert torch.allclose(big[0], found[0] * 1e80, rtol=1e-12) and torch.allclose(big[1], found[1], atol=1e-12)
+
+
 def test_top_eigenvector_by_squaring():
     """pc1's eigenvector (issue 13): exact where the gap is clear, `sure` only where the
     relative gap (l1 - l2) / l1 is certainly at least PC1_GAP, no NaN on a zero matrix."""
