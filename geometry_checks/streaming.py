@@ -493,7 +493,7 @@ class _FitBuffers:
         return self._bufs[dtype]
 
 
-def _fit(x: torch.Tensor, bufs: _FitBuffers | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit(x: torch.Tensor, bufs: _FitBuffers) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, comps) = metrics.pca_fit(x) of one depth's tokens x [N, H] (N >= H; float64,
     comps the top two [2, H]).
 
@@ -506,7 +506,6 @@ def _fit(x: torch.Tensor, bufs: _FitBuffers | None = None) -> tuple[torch.Tensor
     blocks, centred on the float64 mean of the float64 tokens (metrics.pca_fit's numbers,
     to rounding). MPS keeps float32 throughout."""
     acc = torch.float32 if x.device.type == "mps" else torch.float64
-    bufs = bufs or _FitBuffers(min(_COV_ROWS, x.shape[0]), x.shape[1], x.device)
     mean = _row_sum(x, acc) / x.shape[0]
     # subspace iteration proves l2 - l3 > TRAJ_GAP l1, or eigh gives every value: either way
     # _close_top below sees the gaps that decide the refit
@@ -519,8 +518,7 @@ def _fit(x: torch.Tensor, bufs: _FitBuffers | None = None) -> tuple[torch.Tensor
     return mean, comps
 
 
-def _project(x: torch.Tensor, centre: torch.Tensor, comps: torch.Tensor, bufs: _FitBuffers | None = None,
-             rows: int = 2048) -> torch.Tensor:
+def _project(x: torch.Tensor, centre: torch.Tensor, comps: torch.Tensor, bufs: _FitBuffers) -> torch.Tensor:
     """(x - centre) @ comps.T [N, k] in comps' dtype (float64), x [N, H] of any float
     dtype. Float32 tokens are converted rows at a time into one small buffer (float32
     products would add a bias of about 5e-8, relative, to the trajectory curves: their
@@ -531,8 +529,7 @@ def _project(x: torch.Tensor, centre: torch.Tensor, comps: torch.Tensor, bufs: _
     if x.dtype == acc:
         return (x - centre) @ comps.T
     out = torch.empty((x.shape[0], comps.shape[0]), dtype=acc, device=x.device)
-    buf = bufs.get(acc) if bufs is not None else torch.empty((min(rows, x.shape[0]), x.shape[1]), dtype=acc,
-                                                             device=x.device)
+    buf = bufs.get(acc)
     rows = buf.shape[0]
     float64 = acc == torch.float64
     for lo in range(0, x.shape[0], rows):
