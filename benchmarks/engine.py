@@ -20,7 +20,6 @@ ratio that implies, (floor + e) / floor, given the floor's seconds from bench.py
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     import torch
 
-    from gen_sentences import sentence_file
+    from bench import sentence_file
     from geometry_checks import capture as C
     from geometry_checks import streaming as ST
     from geometry_checks.sentences import load_sentence_set
@@ -60,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = C.load(C.resolve(args.model), "cpu")
     setup = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "set.json"
-        path.write_text(json.dumps(sentence_file(args.sentences)))
-        sentences = load_sentence_set(path)
+        sentences = load_sentence_set(sentence_file(args.sentences, Path(tmp)))  # bench.py's set
     items = C.texts_of(sentences)
     ids = C.token_ids(loaded, items)
     counts = ST.content_counts(loaded, ids)

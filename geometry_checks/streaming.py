@@ -92,9 +92,12 @@ def content_counts(loaded: C.LoadedModel, ids: list[list[int]]) -> list[int]:
 # expensive one: pc1 on wide [T, H] matrices (one per sentence and depth, tens of times
 # slower again with 2+ OpenMP threads on a busy CPU) and the PCA trajectories on a tall
 # [N, H] matrix per depth. The functions below compute the same quantities from the small
-# Gram / covariance matrices ([T, T], [H, H]) with eigh, per depth, so that the float64
-# temporaries are one depth's. tests/test_streaming.py holds them equal to metrics.py's
-# (to 1e-9 on MiniLM states; both are exact up to rounding away from degenerate spectra).
+# Gram / covariance matrices ([T, T], [H, H]): pc1's top eigenvector by repeated squaring
+# (`_top_eigenvector`, eigh-free; `pc1_mean_cosine_per_sentence` below is its float64
+# fallback, with eigh), the PCA fits' top two by subspace iteration with a certificate
+# (`_top_eigenpairs`, else eigh), one depth at a time. tests/test_streaming.py holds them
+# to metrics.py's (pc1's float64 fallback to 1e-9, the trajectories to 1e-6 relative
+# with the float32 covariance and to 1e-10 where a depth is refitted in float64).
 
 
 def pc1_mean_cosine_per_sentence(states: torch.Tensor, content: torch.Tensor,
@@ -194,7 +197,7 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     at least PC1_GAP (where float32 rounding could move the
     direction by more than about 1e-6), or whose scatter is below PC1_FLAT of its largest
     token norm (metrics.py's flat-cloud NaN), is recomputed in float64 by
-    `pc1_mean_cosine_per_sentence`.
+    `pc1_mean_cosine_per_sentence` at that depth (each (depth, sentence) pair on its own).
     tests/test_streaming.py holds each one to metrics.py.
     """
     x = states if states.dtype == torch.float32 else states.float()
@@ -224,16 +227,17 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     out = {"pool": sums[:, :, 0] / am.sum(1).to(acc)[:, None], "means": sums[:, :, 1] / nf[:, None], "n": n}
     m32 = out["means"].to(x.dtype)
 
+    if scratch is None:
+        scratch = C.Scratch()
+
     def temp(name, shape):
-        return None if scratch is None else scratch.take(name, shape, x.dtype, x.device)
+        return scratch.take(name, shape, x.dtype, x.device)
 
     P, B, T, H = x.shape
     if pc1_delta:
         # The centred tokens with the mean as one more row: their Gram matrix holds the
         # tokens' (x_i - m_s) . m_s in its last column, which pc1's cosine needs (_pc1).
         ext = temp("centred", (P, B, T + 1, H))
-        if ext is None:
-            ext = torch.empty((P, B, T + 1, H), dtype=x.dtype, device=x.device)
         torch.sub(x, m32[:, :, None, :], out=ext[:, :, :T])  # float32 like metrics.within_scatter
         ext[:, :, T] = m32
         full = _batch_gram(ext)  # [P, B, T + 1, T + 1]
@@ -479,21 +483,13 @@ def _row_sum(x: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
     return x[:q].reshape(-1, 32, x.shape[1]).sum(1).to(acc).sum(0) + x[q:].sum(0, dtype=acc)
 
 
-class _FitBuffers:
-    """The PCA fits' block buffers, [rows, H] each, made on first use and shared by every
-    depth: a fresh buffer per depth would cost its page faults each time."""
-
-    def __init__(self, rows: int, hidden: int, device) -> None:
-        self.rows, self.hidden, self.device = rows, hidden, device
-        self._bufs: dict[torch.dtype, torch.Tensor] = {}
-
-    def get(self, dtype: torch.dtype) -> torch.Tensor:
-        if dtype not in self._bufs:
-            self._bufs[dtype] = torch.empty((self.rows, self.hidden), dtype=dtype, device=self.device)
-        return self._bufs[dtype]
+def _block(scratch: C.Scratch, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The PCA fits' block buffer of `dtype`, [min(_COV_ROWS, N), H] for x [N, H], shared
+    by every depth (a fresh buffer per depth would cost its page faults each time)."""
+    return scratch.take(f"fit-{dtype}", (min(_COV_ROWS, x.shape[0]), x.shape[1]), dtype, x.device)
 
 
-def _fit(x: torch.Tensor, bufs: _FitBuffers) -> tuple[torch.Tensor, torch.Tensor]:
+def _fit(x: torch.Tensor, scratch: C.Scratch) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, comps) = metrics.pca_fit(x) of one depth's tokens x [N, H] (N >= H; float64,
     comps the top two [2, H]).
 
@@ -509,33 +505,31 @@ def _fit(x: torch.Tensor, bufs: _FitBuffers) -> tuple[torch.Tensor, torch.Tensor
     mean = _row_sum(x, acc) / x.shape[0]
     # subspace iteration proves l2 - l3 > TRAJ_GAP l1, or eigh gives every value: either way
     # _close_top below sees the gaps that decide the refit
-    comps, values = _top_components(_centred_covariance(x, mean.to(x.dtype), buf=bufs.get(x.dtype)),
+    comps, values = _top_components(_centred_covariance(x, mean.to(x.dtype), buf=_block(scratch, x, x.dtype)),
                                     separation=TRAJ_GAP)
     if x.dtype != acc and _close_top(values):
-        buf = bufs.get(acc)
-        mean = sum(buf[: len(b)].copy_(b).sum(0) for b in x.split(bufs.rows)) / x.shape[0]
-        comps, _ = _top_components(_centred_covariance(x, mean, buf=buf), exact=True)
+        mean = x.sum(0, dtype=acc) / x.shape[0]
+        comps, _ = _top_components(_centred_covariance(x, mean, buf=_block(scratch, x, acc)), exact=True)
     return mean, comps
 
 
-def _project(x: torch.Tensor, centre: torch.Tensor, comps: torch.Tensor, bufs: _FitBuffers) -> torch.Tensor:
-    """(x - centre) @ comps.T [N, k] in comps' dtype (float64), x [N, H] of any float
-    dtype. Float32 tokens are converted rows at a time into one small buffer (float32
-    products would add a bias of about 5e-8, relative, to the trajectory curves: their
-    rounding is shared by tokens with the same large coordinates), multiplied uncentred,
-    and centre @ comps.T subtracted: in float64, x C - c C is (x - c) C to about 1e-15 of
-    |x| |C|, without a centring pass. On MPS (float32) each block is centred first."""
+def _project(x: torch.Tensor, centre: torch.Tensor, comps: torch.Tensor, scratch: C.Scratch) -> torch.Tensor:
+    """(x - centre) @ comps.T [N, k] in comps' dtype, x [N, H]. Where comps are float64 and
+    the tokens float32 (CPU, CUDA), the tokens are converted rows at a time into one small
+    buffer (float32 products would add a bias of about 5e-8, relative, to the trajectory
+    curves: their rounding is shared by tokens with the same large coordinates), multiplied
+    uncentred, and centre @ comps.T subtracted: in float64, x C - c C is (x - c) C to about
+    1e-15 of |x| |C|, without a centring pass. On MPS both are float32: one product."""
     acc = comps.dtype
     if x.dtype == acc:
         return (x - centre) @ comps.T
     out = torch.empty((x.shape[0], comps.shape[0]), dtype=acc, device=x.device)
-    buf = bufs.get(acc)
+    buf = _block(scratch, x, acc)
     rows = buf.shape[0]
-    float64 = acc == torch.float64
     for lo in range(0, x.shape[0], rows):
         part = buf[: min(rows, x.shape[0] - lo)].copy_(x[lo : lo + rows])
-        torch.mm(part if float64 else part.sub_(centre), comps.T, out=out[lo : lo + part.shape[0]])
-    return out - centre @ comps.T if float64 else out
+        torch.mm(part, comps.T, out=out[lo : lo + part.shape[0]])
+    return out - centre @ comps.T
 
 
 def trajectory_curves(tokens: torch.Tensor) -> dict:
@@ -544,23 +538,23 @@ def trajectory_curves(tokens: torch.Tensor) -> dict:
     Each depth is fitted once (`_fit`), one depth at a time (the fits of depths 0 and L,
     which serve all three metrics, stay); the projection of a token of depth d with the
     fit (m_f, C_f) of depth f is (x - m_f) C_f = (x - m_d) C_f + (m_d - m_f) C_f. Only a
-    mean and two directions per kept fit, and two block buffers, are held besides the
-    tokens."""
+    mean and two directions per kept fit, and the block buffers (`_block`), are held
+    besides the tokens."""
     P, N, H = tokens.shape
-    bufs = _FitBuffers(min(_COV_ROWS, N), H, tokens.device)
+    scratch = C.Scratch()  # the fits' and projections' block buffers
 
     def fit(d: int) -> tuple[torch.Tensor, torch.Tensor]:
         if N < H:  # few tokens: metrics.pca_fit's SVD is the cheaper one
             return M.pca_fit(tokens[d])
-        return _fit(tokens[d], bufs)
+        return _fit(tokens[d], scratch)
 
     ends = {0: fit(0), P - 1: fit(P - 1)}
     (m0, first), (ml, last) = ends[0], ends[P - 1]
     fixed, refit, tele = [], [], []
     for d in range(P):
         mean, own = ends[d] if d in ends else fit(d)
-        base = _project(tokens[d], mean, torch.cat([first, own, last]), bufs)  # [N, 6]: (x - m_d) C_f
-        shift = torch.cat([(mean - m0) @ first.T, (mean - mean) @ own.T, (mean - ml) @ last.T])
+        base = _project(tokens[d], mean, torch.cat([first, own, last]), scratch)  # [N, 6]: (x - m_d) C_f
+        shift = torch.cat([(mean - m0) @ first.T, mean.new_zeros(own.shape[0]), (mean - ml) @ last.T])
         for out, p in zip((fixed, refit, tele), (base + shift).split(2, dim=-1)):
             out.append(p)
         del base
@@ -644,7 +638,7 @@ class _Cloud:
             self.class_pairs[slots] = red["class_pairs"]
             self.n_function[slots] = red["n_function"]
             if self.with_pools:
-                units, unit_sq = _unit32(pool)
+                units, unit_sq = _unit32(pool, pool_norm)
                 self.pool_unit_sum += units.sum(1)
                 self.pool_unit_sq += unit_sq.sum(1)
         return True
@@ -764,12 +758,9 @@ class _Sample:
             local = torch.arange(int(n.sum())) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
             src = src[self.keep[start + local].to(x.device)]
         lo, hi = self.filled, self.filled + src.numel()
-        flat = x.reshape(P, B * T, H)
-        if x.dtype == torch.float32:
-            for d in range(P):  # straight into the sample's rows, one copy
-                torch.index_select(flat[d], 0, src, out=self.tokens[d, lo:hi])
-        else:
-            self.tokens[:, lo:hi] = flat.index_select(1, src).float()
+        flat = x.reshape(P, B * T, H)  # float32, as LayerStates.states always is
+        for d in range(P):  # straight into the sample's rows, one copy
+            torch.index_select(flat[d], 0, src, out=self.tokens[d, lo:hi])
         self.filled = hi
 
     def depth_major(self) -> torch.Tensor:
@@ -910,6 +901,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
                 raise InputError(f"{name}: sublayer (post-attention) states contain NaN or inf")
             del x, c, a, pr, m
 
+    batch = None  # the last batch's states are views of iter_batches' scratch (reuse=True): release it
     for c in (cloud, proj, mid):  # the batches' scratch buffers: not needed by _finish's PCA fits
         if c is not None:
             c.scratch = None

@@ -283,10 +283,11 @@ def _scaled_tokens(shape, second=None, seed=2):
     return (z * scale + 4.0).float()
 
 
-# (shape, the largest standard deviation, relative tolerance): N >= H takes the float32
-# covariance (streaming._fit), within about 1e-7 of metrics.py's float64 SVD; with the top
-# two variances within TRAJ_GAP of each other it refits in float64 (to rounding); N < H
-# takes metrics.pca_fit's SVD itself.
+# (shape, the second largest standard deviation (None: the linspace's), relative tolerance):
+# N >= H takes the float32 covariance (streaming._fit), within about 1e-7 of metrics.py's
+# float64 SVD (H = 24 < 4 x _TOP_BLOCK: eigh; the subspace iteration has its own test
+# below); with the top two variances within TRAJ_GAP of each other it refits in float64
+# (to rounding); N < H takes metrics.pca_fit's SVD itself.
 @pytest.mark.parametrize("shape, second, rtol", [((5, 400, 24), None, 1e-6), ((5, 400, 24), 3.0 * 0.99 ** 0.5, 1e-10),
                                                  ((4, 50, 80), None, 1e-10)],
                          ids=["N>H float32 covariance", "N>H top eigenvalues 1% apart: float64", "N<H svd"])
@@ -304,6 +305,28 @@ def test_trajectory_curves_equal_metrics(shape, second, rtol, monkeypatch):
         assert torch.allclose(got[name].nan_to_num(), want.nan_to_num(), rtol=rtol, atol=0), name
 
 
+
+def test_trajectory_curves_by_subspace_iteration_equal_metrics(monkeypatch):
+    """With H >= 4 x _TOP_BLOCK and clear gaps among the top three variances (4, 6.25, 9),
+    every fit's top two directions come from _top_eigenpairs (no eigh, no float64 refit):
+    the trajectory curves within 1e-6 (relative) of metrics.py's float64 SVD."""
+    H = 96
+    scale = torch.linspace(0.2, 1.5, H, dtype=torch.float64)
+    scale[-3:] = torch.tensor([2.0, 2.5, 3.0], dtype=torch.float64)
+    z = torch.randn(3, 3000, H, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    tokens = (z * scale + 4.0).float()
+    answered, refits = [], []
+    monkeypatch.setattr(ST, "_top_eigenpairs", lambda cov, sep=ST.TOP_SEPARATION, f=ST._top_eigenpairs:
+                        answered.append(f(cov, sep)) or answered[-1])
+    monkeypatch.setattr(ST, "_close_top", lambda values, f=ST._close_top: refits.append(f(values)) or refits[-1])
+    got = ST.trajectory_curves(tokens)
+    assert len(answered) == 3 and all(a is not None for a in answered) and not any(refits)
+    for name, f in (("fixed_pca_step", M.fixed_pca_step), ("refit_pca_step", M.refit_pca_step),
+                    ("teleological_distance", M.teleological_distance)):
+        want = f(tokens)
+        assert torch.equal(got[name].isnan(), want.isnan())
+        assert torch.allclose(got[name].nan_to_num(), want.nan_to_num(), rtol=1e-6, atol=0), name
+
 def _spectrum_batch(values, seed=0):
     """Symmetric matrices [len(values), T, T] with the given eigenvalues (rows of `values`)
     and random eigenvectors; (matrices, eigenvectors)."""
@@ -317,10 +340,8 @@ def _spectrum_batch(values, seed=0):
 def _spectrum(values, seed=0):
     """A symmetric matrix with the given eigenvalues (any order) and random eigenvectors
     (float64); (matrix, eigenvectors as columns, in the order of values)."""
-    vals = torch.tensor(values, dtype=torch.float64)
-    q, _ = torch.linalg.qr(torch.randn(len(values), len(values), dtype=torch.float64,
-                                       generator=torch.Generator().manual_seed(seed)))
-    return (q * vals) @ q.T, q
+    matrices, q = _spectrum_batch([values], seed)
+    return matrices[0], q[0]
 
 
 def test_top_eigenpairs_equal_eigh():
@@ -435,7 +456,7 @@ def test_reused_batches_are_the_same_states(minilm):
 
 
 @pytest.mark.minilm
-def test_token_ids_reuse_fit_to_limit_and_match_the_tokenizer(minilm):
+def test_token_ids_reuse_fit_to_limit_and_match_the_tokenizer(minilm, monkeypatch):
     long = "word " * 600  # over MiniLM's 256-token limit: cut by fit_to_limit, truncated by token_ids
     sentences = SentenceSet("s", ("Cats sleep a lot", long.strip()))
     with warnings.catch_warnings():
@@ -446,7 +467,16 @@ def test_token_ids_reuse_fit_to_limit_and_match_the_tokenizer(minilm):
     assert C._model_text(minilm.spec, *items[1]) not in minilm.recent_ids
     want = minilm.tokenizer([t for t, _ in items], add_special_tokens=True, truncation=True,
                             max_length=minilm.max_tokens, return_attention_mask=False)["input_ids"]
+    asked = []
+    tokenizer = minilm.tokenizer
+
+    def spy(texts, *args, **kwargs):
+        asked.append(list(texts))
+        return tokenizer(texts, *args, **kwargs)
+
+    monkeypatch.setattr(minilm, "tokenizer", spy)
     assert C.token_ids(minilm, items) == want
+    assert asked == [[long.strip()]]  # only the text fit_to_limit did not keep ids for
 
 
 def test_first_pooling_must_be_mean():
