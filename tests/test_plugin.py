@@ -13,8 +13,8 @@ def test_real_model_checks_skip_cleanly_without_weights(tmp_path):
                           env=_isolated_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed" not in proc.stdout.splitlines()[-1]
-    assert "pass --model-path mxbai=DIR" in proc.stdout
-    assert "pass --model-path colbert=DIR" in proc.stdout
+    assert "pass --model-path=mxbai=DIR" in proc.stdout
+    assert "pass --model-path=colbert=DIR" in proc.stdout
 
 
 def test_require_models_fails_without_weights(tmp_path):
