@@ -211,19 +211,28 @@ def measurement_of(lab, pytestconfig: pytest.Config):
 
 @contextlib.contextmanager
 def _progress_shown(config: pytest.Config, lab, model: str):
-    """While a model is measured for the first time in a --findings-md run: pytest's output
-    capture suspended, so that on a terminal the Lab's progress lines (lab.progress_step,
-    which checks for a terminal itself) reach it, on a line of their own. Elsewhere (a log,
-    CI) nothing is written."""
+    """While a model is measured for the first time in a --findings-md run on a terminal:
+    pytest's output capture suspended, so that the Lab's progress lines (lab.progress_step)
+    reach the terminal, on a line of their own. Elsewhere (a log, CI: pytest's terminal
+    reporter is not on a tty) nothing changes and nothing is written."""
     capman = config.pluginmanager.getplugin("capturemanager")
-    if not lab.progress or capman is None or lab.has_measurement(model):
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if not lab.progress or capman is None or reporter is None or not getattr(reporter, "isatty", False) \
+            or lab.has_measurement(model):
         yield
         return
-    with capman.global_and_fixture_disabled():
-        reporter = config.pluginmanager.getplugin("terminalreporter")
-        if reporter is not None and sys.stderr.isatty():
-            reporter.ensure_newline()
-        yield
+    from transformers.utils import logging as hf_logging
+
+    hf_bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # our lines only, as `geometry-checks` shows them
+    try:
+        with capman.global_and_fixture_disabled():
+            if sys.stderr.isatty():
+                reporter.ensure_newline()
+            yield
+    finally:
+        if hf_bars:
+            hf_logging.enable_progress_bar()
 
 
 def _note_weights(config: pytest.Config, model: str, measurement) -> None:
