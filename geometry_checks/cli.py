@@ -142,8 +142,11 @@ def cmd_measure(args) -> int:
     result = lab.measure(args.model, sentences, tuple(dict.fromkeys(poolings)))
     result.save(args.out, inputs)
     hit = lab.cache_hits.get((args.model, sentences.sha256))
+    same = result.provenance.get("same_weights_as")  # issue 24: a directory with a registered model's weights
     print(f"wrote {args.out}: {len(result.curves)} curves, {len(result.scalars)} scalars "
-          f"({result.model}, {result.depths} depths, {sentences.name})" + (f"; from the cache {hit}" if hit else ""))
+          f"({result.model}, {result.depths} depths, {sentences.name}"
+          + (f"; the weights of {same}, sha256 {result.provenance.get('weights_sha256', '')[:12]}…" if same else "")
+          + ")" + (f"; from the cache {hit}" if hit else ""))
     return 0
 
 

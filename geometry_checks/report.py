@@ -817,8 +817,8 @@ def model_summaries(rows: list[dict]) -> list[str]:
         if published_only(r):
             missing[r["model"]] = missing.get(r["model"], 0) + 1
     if missing:
-        lines.append("not run, no weights here: " + ", ".join(f"{m} ({n} claim{'' if n == 1 else 's'})" for m, n in missing.items())
-                     + " (findings.md says how to supply them)")
+        counts = ", ".join(f"{m} ({n} claim{'' if n == 1 else 's'})" for m, n in missing.items())
+        lines.append(f"not run, no weights here: {counts} (findings.md says how to supply them)")
     return lines
 
 
