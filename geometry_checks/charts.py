@@ -3,8 +3,9 @@
 Drawn with matplotlib's object API on the Agg canvas (no pyplot: no global state, no GUI
 backend), one PNG per chart. Conventions, the same on every chart:
 
-- measured curves solid, published curves (the article's mxbai-embed-large-v1 and
-  jina-colbert-v2, `baselines/published/embedding-layers.json`) dashed;
+- measured curves solid (or dash-dot, dotted: one style per quantity), published curves
+  (the article's mxbai-embed-large-v1 and jina-colbert-v2,
+  `baselines/published/embedding-layers.json`) dashed;
 - the title names the model(s) and the sentence set;
 - every per-depth chart overlays all measured models on relative depth (x = depth / L,
   0 = embeddings, 1 = last block), so MiniLM's 6 blocks, MPNet's 12 and the article's 24
@@ -143,7 +144,7 @@ def _names(reports: list[ModelReport]) -> str:
 
 
 def _title(ax, what: str, models: str, sentence_set: str, published: str | None) -> None:
-    line = f"{models} on '{sentence_set}' (solid)"
+    line = f"{models} on '{sentence_set}' (measured)"
     if published:
         line += f" vs {published} (dashed)"
     ax.set_title(f"{what}\n{line}", fontsize=10)

@@ -776,10 +776,11 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
         head += ["## Notes", "", *notes, ""]
     if charts is not None:
         head += ["## Charts", "",
-                 ("Solid: measured on this run's sentence set. Dashed: published (the article's "
-                  "mxbai-embed-large-v1 and jina-colbert-v2, on its own unpublished 20 sentences). Every "
-                  "per-depth chart overlays all measured models on relative depth (depth / L: 0 = embeddings, "
-                  "1 = last block); a model has one colour on every chart, a quantity its line style."), ""]
+                 ("Measured on this run's sentence set: solid, or where a chart shows several quantities one "
+                  "line style per quantity (solid, dash-dot, dotted). Dashed: published (the article's "
+                  "mxbai-embed-large-v1 and jina-colbert-v2, on its own unpublished 20 sentences). A model has "
+                  "one colour on every chart, its published curves included. Every per-depth chart overlays all "
+                  "measured models on relative depth (depth / L: 0 = embeddings, 1 = last block)."), ""]
         overlays = [c for c in charts if c.get("overlay")]
         if overlays:
             head += [f"### Every measured model on relative depth ({overlays[0]['model']})", ""]
