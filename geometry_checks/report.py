@@ -495,8 +495,10 @@ def _pooling_notes(rows: list[dict]) -> list[str]:
 # A cell's verdict word (OUTCOMES; pytest's `skipped` and the report's `not run` read the same).
 VERDICT_WORD = {outcome: word for outcome, (_, word) in OUTCOMES.items()}
 HOLDS = ("passed", "xpassed")  # the finding holds: the check passed (an xpass fails the run, but the finding held)
-# a verdict on a measurement (OUTCOMES' verdicts); an expected failure does not hold
-COUNTED = tuple(o for o, (kind, _) in OUTCOMES.items() if kind == "verdict")
+# a verdict on a measurement (OUTCOMES' verdicts) that says whether the finding holds; an
+# expected failure does not hold; an inconclusive one says neither, so it is left out of the
+# count like a `not run` cell (its cell says `inconclusive`)
+COUNTED = tuple(o for o, (kind, _) in OUTCOMES.items() if kind == "verdict" and o != "inconclusive")
 # The article claim a dense claim restates, where the published figure cannot be computed
 # from the published curves (dense-foo-bar falls back to article claim foo-bar, then foo).
 ARTICLE_OF = {"dense-collapse": "collapse", "dense-signal-peak": "baseline-gap",
