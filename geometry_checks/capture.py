@@ -172,10 +172,11 @@ def how_to_supply(spec: ModelSpec) -> str:
 
         return (
             f"weights for {spec.name} ({spec.hub_id}) not found: {install_hint(spec)}, "
-            f"or pass --model-path {spec.name}=DIR, or put it in the Hugging Face cache (HF_HOME)"
+            f"or pass --model-path={spec.name}=DIR, or put it in the Hugging Face cache (HF_HOME)"
         )
-    # --model-path takes registered names only; any other model is given as --model DIR
-    how = f"--model-path {spec.name}=DIR" if spec.name in MODELS else "--model DIR"
+    # --model-path takes registered names only; any other model is given as --model=DIR (the
+    # `=` form: the space form breaks in a clone, README "Paths in the options")
+    how = f"--model-path={spec.name}=DIR" if spec.name in MODELS else "--model=DIR"
     return (
         f"weights for {spec.name} ({spec.hub_id}) not found: pass {how} "
         f"(a local copy of the model) or put it in the Hugging Face cache (HF_HOME), "

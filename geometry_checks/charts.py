@@ -3,13 +3,18 @@
 Drawn with matplotlib's object API on the Agg canvas (no pyplot: no global state, no GUI
 backend), one PNG per chart. Conventions, the same on every chart:
 
-- measured curves solid, published curves (the article's mxbai-embed-large-v1 and
-  jina-colbert-v2, `baselines/published/embedding-layers.json`) dashed;
+- measured curves solid (or dash-dot, dotted: one style per quantity), published curves
+  (the article's mxbai-embed-large-v1 and jina-colbert-v2,
+  `baselines/published/embedding-layers.json`) dashed;
 - the title names the model(s) and the sentence set;
 - every per-depth chart overlays all measured models on relative depth (x = depth / L,
   0 = embeddings, 1 = last block), so MiniLM's 6 blocks, MPNet's 12 and the article's 24
-  share one axis; the colour is the model's where a chart shows one quantity, the
-  quantity's (and the marker the model's) where it shows several.
+  share one axis;
+- one colour per model on every chart (`model_color`: a fixed map in registry order,
+  any other model after), the published curves in their model's colour too; where a
+  chart shows several quantities (within vs cross cosine, easy vs hard recall, the pairs,
+  the bands) each quantity has its line style and marker (`quantity_style`). The style
+  is decided in one place, the "style" section below.
 
 Two charts are per model, not per depth: the per-dimension correlation histogram and the
 token trajectory (and the open question's chart, drawn by geometry_checks/openquestion.py).
@@ -82,6 +87,7 @@ class Series:
     marker: str | None = "o"
     width: float = 1.8
     alpha: float = 1.0
+    linestyle: object = None  # None: solid measured, dashed published (quantity_style gives others)
 
 
 def slug(name: str) -> str:
@@ -92,20 +98,39 @@ def slug(name: str) -> str:
 
 # --------------------------------------------------------------------------- drawing helpers
 
-# Per-depth charts overlay every measured model: where a chart has one quantity, the
-# colour is the model's; where it has several (within vs cross cosine, easy vs hard
-# recall, ...), the colour is the quantity's and the marker the model's.
-MODEL_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink")
-MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-PUBLISHED_COLOR = "black"
+# --------------------------------------------------------------------------- style (issue 24)
+# A model has one colour on every chart: the registry's models in registry order (minilm,
+# mpnet, mxbai, colbert), then any other model (a directory, a hub ID, a stand-in's name)
+# in the order this process first draws it. The article's published curves take their
+# model's colour (mxbai, colbert), dashed. A quantity (within vs cross cosine, easy vs
+# hard recall, a pair, a band of dimensions) is a line style and a marker: the first
+# quantity solid with circles, the next dash-dot with squares, then dotted with
+# triangles, then solid with diamonds, ...; the published curve
+# of a quantity is dashed with that quantity's marker (hollow, smaller). A chart of one
+# quantity draws every model solid with circles.
+MODEL_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
+                "tab:olive", "tab:cyan", "tab:gray")
+# (line style, marker): three styles a reader cannot take for the published dashes, each
+# quantity after the third told apart by its marker too
+QUANTITY_STYLES = (("-", "o"), ("-.", "s"), (":", "^"), ("-", "D"), ("-.", "v"), (":", "P"))
+PUBLISHED_LINESTYLE = "--"
+_MODEL_ORDER: dict[str, int] = {}
 
 
-def _model_color(i: int) -> str:
-    return MODEL_COLORS[i % len(MODEL_COLORS)]
+def model_color(name: str) -> str:
+    """The model's colour on every chart (registry order first, then first drawn)."""
+    from .registry import MODELS
+
+    if not _MODEL_ORDER:
+        _MODEL_ORDER.update({n: i for i, n in enumerate(MODELS)})
+    if name not in _MODEL_ORDER:
+        _MODEL_ORDER[name] = len(_MODEL_ORDER)
+    return MODEL_COLORS[_MODEL_ORDER[name] % len(MODEL_COLORS)]
 
 
-def _marker(i: int) -> str:
-    return MODEL_MARKERS[i % len(MODEL_MARKERS)]
+def quantity_style(j: int | None) -> tuple[object, str | None]:
+    """(line style, marker) of a chart's j-th quantity; (solid, circle) for None (one quantity)."""
+    return QUANTITY_STYLES[(j or 0) % len(QUANTITY_STYLES)]
 
 
 def _figure(width: float = 7.6, height: float = 5.4) -> tuple[Figure, object]:
@@ -119,7 +144,7 @@ def _names(reports: list[ModelReport]) -> str:
 
 
 def _title(ax, what: str, models: str, sentence_set: str, published: str | None) -> None:
-    line = f"{models} on '{sentence_set}' (solid)"
+    line = f"{models} on '{sentence_set}' (measured)"
     if published:
         line += f" vs {published} (dashed)"
     ax.set_title(f"{what}\n{line}", fontsize=10)
@@ -149,8 +174,10 @@ def _lines(ax, series: list[Series], ylabel: str) -> None:
         if not pts:
             continue
         xs, ys = zip(*pts)
-        ax.plot(xs, ys, linestyle="--" if s.published else "-", color=s.color, label=s.label,
-                marker=s.marker, markersize=3.5 if s.published else 4, linewidth=1.3 if s.published else s.width,
+        style = PUBLISHED_LINESTYLE if s.published else (s.linestyle or "-")
+        ax.plot(xs, ys, linestyle=style, color=s.color, label=s.label, marker=s.marker,
+                markersize=3 if s.published else 4, markerfacecolor="none" if s.published else s.color,
+                linewidth=1.3 if s.published else s.width,
                 alpha=s.alpha, zorder=2 if s.published else 3)  # measured drawn over published
     _depth_axis(ax)
     ax.set_ylabel(ylabel)
@@ -209,11 +236,19 @@ def _pub_depths(ctx: ChartContext, model: str) -> int:
     return ctx.published.get(model, {}).get("depths", 25)
 
 
-def _pub_series(ctx, model, name, label, color) -> list[Series]:
+def _pub_series(ctx, model, name, label, quantity: int | None = None) -> list[Series]:
+    """The published curve of `model` (its colour, dashed); `quantity`: its quantity's marker."""
     values = _pub_curve(ctx, model, name)
     if values is None:
         return []
-    return [Series(values, _pub_depths(ctx, model), label, color, published=True, marker=None)]
+    return [Series(values, _pub_depths(ctx, model), label, model_color(model), published=True,
+                   marker=None if quantity is None else quantity_style(quantity)[1])]
+
+
+def _q(r: "ModelReport", j: int | None = None) -> dict:
+    """A measured Series' style: the model's colour, the quantity's line style and marker."""
+    linestyle, marker = quantity_style(j)
+    return {"color": model_color(r.name), "linestyle": linestyle, "marker": marker}
 
 
 def _pair_name(m) -> str:
@@ -244,18 +279,16 @@ def chart_cosine(ctx: ChartContext, reports: list[ModelReport], omitted: list | 
 
     def one(i, r):
         m = r.measurement
-        return [Series(_curve(m, "intra_sentence_cosine"), m.depths, f"{r.label} within-sentence (intra)",
-                       "tab:blue", marker=_marker(i)),
-                Series(_curve(m, "cross_sentence_cosine"), m.depths, f"{r.label} cross-sentence baseline",
-                       "tab:orange", marker=_marker(i))]
+        return [Series(_curve(m, "intra_sentence_cosine"), m.depths, f"{r.label} within-sentence (intra)", **_q(r, 0)),
+                Series(_curve(m, "cross_sentence_cosine"), m.depths, f"{r.label} cross-sentence baseline", **_q(r, 1))]
 
     series = _per_model(reports, one, omitted)
-    series += [*_pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai within-sentence (published)", "tab:blue"),
-               *_pub_series(ctx, "mxbai", "cross_sentence_cosine", "mxbai cross-sentence (published)", "tab:orange")]
+    series += [*_pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai within-sentence (published)", 0),
+               *_pub_series(ctx, "mxbai", "cross_sentence_cosine", "mxbai cross-sentence (published)", 1)]
     published = "the article's mxbai"
     if any(_is_colbert(r) for r in reports):  # its own published curve too
         series += _pub_series(ctx, "colbert", "intra_sentence_cosine", "jina-colbert-v2 within-sentence (published)",
-                              "tab:red")
+                              0)
         published = "the article's mxbai and jina-colbert-v2"
     fig, ax = _figure()
     _lines(ax, series, "mean token cosine")
@@ -268,14 +301,12 @@ def chart_pca_steps(ctx: ChartContext, reports: list[ModelReport], omitted: list
 
     def one(i, r):
         m = r.measurement
-        return [Series(_curve(m, "fixed_pca_step"), m.depths, f"{r.label} fixed depth-0 axes", "tab:blue",
-                       marker=_marker(i)),
-                Series(_curve(m, "refit_pca_step"), m.depths, f"{r.label} PCA refitted per depth", "tab:red",
-                       marker=_marker(i))]
+        return [Series(_curve(m, "fixed_pca_step"), m.depths, f"{r.label} fixed depth-0 axes", **_q(r, 0)),
+                Series(_curve(m, "refit_pca_step"), m.depths, f"{r.label} PCA refitted per depth", **_q(r, 1))]
 
     series = _per_model(reports, one, omitted)
-    series += [*_pub_series(ctx, "mxbai", "fixed_pca_step", "mxbai fixed axes (published)", "tab:blue"),
-               *_pub_series(ctx, "mxbai", "refit_pca_step", "mxbai refitted (published)", "tab:red")]
+    series += [*_pub_series(ctx, "mxbai", "fixed_pca_step", "mxbai fixed axes (published)", 0),
+               *_pub_series(ctx, "mxbai", "refit_pca_step", "mxbai refitted (published)", 1)]
     fig, ax = _figure()
     _lines(ax, series, "mean step into this depth (PCA units, log scale)")
     ax.set_yscale("log")
@@ -300,7 +331,7 @@ def chart_write_depth(ctx: ChartContext, reports: list[ModelReport], omitted: li
         frac = m.scalars.get("late_write_fraction")
         label = f"{r.label} (L={m.last}, {sum(counts)} dims" + (
             f"; last two depths: {frac:.0%})" if frac is not None else ")")
-        return [Series(_fractions(counts), m.depths, label, _model_color(i), marker=_marker(i))]
+        return [Series(_fractions(counts), m.depths, label, **_q(r))]
 
     series = _per_model(reports, one, omitted)
     pub = _pub_curve(ctx, "mxbai", "write_depth_histogram")
@@ -308,7 +339,7 @@ def chart_write_depth(ctx: ChartContext, reports: list[ModelReport], omitted: li
         n = len(pub) - 1
         series.append(Series(_fractions(pub), _pub_depths(ctx, "mxbai"),
                              f"mxbai (published: {pub[-1]} dims at {n}, {pub[-2]} at {n - 1} of {sum(pub)})",
-                             PUBLISHED_COLOR, published=True, marker=None))
+                             model_color("mxbai"), published=True, marker=None))
     fig, ax = _figure()
     _lines(ax, series, "fraction of dimensions written most at this depth")
     _title(ax, "Write depth of each pooled dimension (mean pool)", _names(reports), ctx.sentence_set,
@@ -334,7 +365,7 @@ def chart_dim_correlation(ctx: ChartContext, r: ModelReport):
     centers = [(a + b) / 2 for a, b in pairwise(edges)]
     fig, ax = _figure()
     mean = sum(values) / len(values)
-    ax.bar(centers, [c / len(values) for c in counts], width=2 / 30 * 0.9, color="tab:blue", alpha=0.75,
+    ax.bar(centers, [c / len(values) for c in counts], width=2 / 30 * 0.9, color=model_color(r.name), alpha=0.75,
            label=f"{r.label} ({len(values)} dims, {len(m.per_sentence.get('sentences', []))} sentences, "
                  f"mean r {mean:.3f})")
     if pub is not None:
@@ -342,7 +373,7 @@ def chart_dim_correlation(ctx: ChartContext, r: ModelReport):
         pub_mean = ctx.published["mxbai"].get("scalars", {}).get("dim_correlation_mean")
         label = "mxbai (published" + (f", mean r {pub_mean:.3f})" if pub_mean is not None else ")")
         ax.bar(pub["bin_centers"], [c / total for c in pub["counts"]], width=2 / 30 * 0.9, fill=False,
-               edgecolor="black", linestyle="--", linewidth=1.1, label=label)
+               edgecolor=model_color("mxbai"), linestyle=PUBLISHED_LINESTYLE, linewidth=1.1, label=label)
     for x in (-0.7, 0.7):
         ax.axvline(x, color="0.5", linewidth=0.8, linestyle=":")
     ax.set_xlim(-1.02, 1.02)
@@ -368,9 +399,9 @@ def chart_discriminative_dims(ctx: ChartContext, reports: list[ModelReport], omi
             final = curve[-1] or 1.0
             values = [v / final if _finite(v) else None for v in curve]
             label = f"{r.label} top-5 dims {dd['dims']} (half-rise at {dd['half_rise']})" if j == 0 else None
-            out.append(Series(values, m.depths, label, _model_color(i), marker=_marker(i), width=1.2))
+            out.append(Series(values, m.depths, label, **_q(r), width=1.2))
             if _finite(values[half]):
-                halves.append((_x(half, m.depths), values[half], _model_color(i), _marker(i)))
+                halves.append((_x(half, m.depths), values[half], model_color(r.name), "*"))
         return out
 
     series = _per_model(reports, one, omitted)
@@ -378,7 +409,8 @@ def chart_discriminative_dims(ctx: ChartContext, reports: list[ModelReport], omi
     pub = ctx.published.get("mxbai", {}).get(f"discriminative_dims[{pair}]")
     for j, curve in enumerate((pub or {}).values()):
         series.append(Series([v / curve[-1] for v in curve], _pub_depths(ctx, "mxbai"),
-                             "mxbai top-5 (published)" if j == 0 else None, "0.45", published=True, marker=None))
+                             "mxbai top-5 (published)" if j == 0 else None, model_color("mxbai"), published=True,
+                             marker=None))
     fig, ax = _figure()
     _lines(ax, series, "|a - b| as a fraction of its value at L")
     for x, y, color, marker in halves:
@@ -390,7 +422,11 @@ def chart_discriminative_dims(ctx: ChartContext, reports: list[ModelReport], omi
     return fig
 
 
-BAND_COLORS = {0: "tab:blue", 64: "tab:orange", 128: "tab:green", 256: "tab:red", 512: "tab:purple"}
+BANDS = (0, 64, 128, 256, 512)  # a band's quantity index (line style) by its first dimension
+
+
+def _band(lo: int) -> int:
+    return BANDS.index(lo) if lo in BANDS else len(BANDS)
 
 
 def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
@@ -407,8 +443,7 @@ def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
         for n in names:
             band = n[len(prefix):-1]
             lo = int(band.split(":")[0])
-            out.append(Series(m.curves[n], m.depths, f"{r.label} dims {band}", BAND_COLORS.get(lo, "0.3"),
-                              marker=_marker(i)))
+            out.append(Series(m.curves[n], m.depths, f"{r.label} dims {band}", **_q(r, _band(lo))))
         return out
 
     series = _per_model(reports, one, omitted)
@@ -417,7 +452,8 @@ def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
     for band, s in (pub or {}).items():
         lo = int(band.split(":")[0])
         series.append(Series(s["values"], _pub_depths(ctx, "mxbai"), f"mxbai dims {band} (published)",
-                             BAND_COLORS.get(lo, "0.3"), published=True, depths=s["depths"], marker=None))
+                             model_color("mxbai"), published=True, depths=s["depths"],
+                             marker=quantity_style(_band(lo))[1]))
     fig, ax = _figure()
     _lines(ax, series, "cosine of the pair's pooled band")
     _title(ax, f"Matryoshka bands: cosine of the {pair} pair per band of dimensions", _names(reports),
@@ -429,13 +465,13 @@ def chart_separability(ctx: ChartContext, reports: list[ModelReport], omitted: l
     """Between-sentence spread over within-sentence scatter, by depth."""
     series = _per_model(reports, lambda i, r: [
         Series(_curve(r.measurement, "separability_ratio"), r.measurement.depths, f"{r.label} (L={r.measurement.last})",
-               _model_color(i), marker=_marker(i))], omitted)
-    series += _pub_series(ctx, "mxbai", "separability_ratio", "mxbai (published)", PUBLISHED_COLOR)
+               **_q(r))], omitted)
+    series += _pub_series(ctx, "mxbai", "separability_ratio", "mxbai (published)")
     colbert = ctx.published.get("colbert", {}).get("scalars", {}).get("separability_ratio_at_24")
     if colbert is not None:
         n = _pub_depths(ctx, "colbert")
-        series.append(Series([None] * (n - 1) + [colbert], n, "colbert at its last depth (published)", "tab:red",
-                             published=True, marker="s"))
+        series.append(Series([None] * (n - 1) + [colbert], n, "colbert at its last depth (published)",
+                             model_color("colbert"), published=True, marker="s"))
     fig, ax = _figure()
     _lines(ax, series, "separability ratio (log scale)")
     ax.set_yscale("log")
@@ -456,13 +492,11 @@ def _recall_names(m) -> list[tuple[str, str]]:
     return out
 
 
-RECALL_COLORS = {"easy": "tab:green", "hard": "tab:red"}
+RECALL_KINDS = ("easy", "hard")  # a retrieval kind's quantity index (line style); others after
 
 
 def chart_recall(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Easy and hard retrieval recall by depth (pooled vectors at every depth)."""
-    extra = ["tab:blue", "tab:purple", "tab:brown"]
-
     def one(i, r):
         m = r.measurement
         names = _recall_names(m)
@@ -471,20 +505,19 @@ def chart_recall(ctx: ChartContext, reports: list[ModelReport], omitted: list | 
         own = _own_pooling(m)
         out = []
         for j, (kind, name) in enumerate(names):
-            color = RECALL_COLORS.get(kind, extra[j % 3])
+            q = RECALL_KINDS.index(kind) if kind in RECALL_KINDS else len(RECALL_KINDS) + j
             k = name.rstrip("]").split(",")[1]
-            out.append(Series(m.curves[name], m.depths, f"{r.label} {kind} Recall@{k} (mean pool)", color,
-                              marker=_marker(i)))
+            out.append(Series(m.curves[name], m.depths, f"{r.label} {kind} Recall@{k} (mean pool)", **_q(r, q)))
             if own:
                 values = m.by_pooling[own]["curves"].get(name)
                 if values:
-                    out.append(Series(values, m.depths, f"{r.label} {kind} Recall@{k} ({own} pool)", color,
-                                      marker=_marker(i), width=1.0, alpha=0.5))
+                    out.append(Series(values, m.depths, f"{r.label} {kind} Recall@{k} ({own} pool)", **_q(r, q),
+                                      width=1.0, alpha=0.5))
         return out
 
     series = _per_model(reports, one, omitted)
-    series += _pub_series(ctx, "mxbai", "recall_at_k[easy,3]", "mxbai easy Recall@3 (published)", "tab:green")
-    series += _pub_series(ctx, "mxbai", "recall_at_k[hard,1]", "mxbai hard Recall@1 (published)", "tab:red")
+    series += _pub_series(ctx, "mxbai", "recall_at_k[easy,3]", "mxbai easy Recall@3 (published)", 0)
+    series += _pub_series(ctx, "mxbai", "recall_at_k[hard,1]", "mxbai hard Recall@1 (published)", 1)
     fig, ax = _figure()
     _lines(ax, series, "recall")
     ax.set_ylim(-0.05, 1.05)
@@ -493,13 +526,11 @@ def chart_recall(ctx: ChartContext, reports: list[ModelReport], omitted: list | 
     return fig
 
 
-PAIR_COLORS = {"negation": "tab:blue", "role_reversal": "tab:red"}
+PAIRS = ("negation", "role_reversal")  # a pair's quantity index (line style); others after
 
 
 def chart_pairs(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Mean-pool cosine of each contrast pair (negation, role reversal) by depth."""
-    extra = ["tab:green", "tab:purple", "tab:brown", "tab:olive"]
-
     def one(i, r):
         m = r.measurement
         names = [n for n in m.curves if n.startswith("pair_cosine[")]
@@ -510,16 +541,16 @@ def chart_pairs(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
         out = []
         for j, n in enumerate(names):
             pair = n[len("pair_cosine["):-1]
-            color = PAIR_COLORS.get(pair, extra[j % 4])
-            out.append(Series(m.curves[n], m.depths, f"{r.label} {pair} (mean pool)", color, marker=_marker(i)))
+            q = PAIRS.index(pair) if pair in PAIRS else len(PAIRS) + j
+            out.append(Series(m.curves[n], m.depths, f"{r.label} {pair} (mean pool)", **_q(r, q)))
             if own and n in m.by_pooling[own]["curves"]:
-                out.append(Series(m.by_pooling[own]["curves"][n], m.depths, f"{r.label} {pair} ({own} pool)", color,
-                                  marker=_marker(i), width=1.0, alpha=0.5))
+                out.append(Series(m.by_pooling[own]["curves"][n], m.depths, f"{r.label} {pair} ({own} pool)",
+                                  **_q(r, q), width=1.0, alpha=0.5))
         return out
 
     series = _per_model(reports, one, omitted)
-    series += _pub_series(ctx, "mxbai", "pair_cosine[negation]", "mxbai negation (published)", "tab:blue")
-    series += _pub_series(ctx, "mxbai", "pair_cosine[role_reversal]", "mxbai role_reversal (published)", "tab:red")
+    series += _pub_series(ctx, "mxbai", "pair_cosine[negation]", "mxbai negation (published)", 0)
+    series += _pub_series(ctx, "mxbai", "pair_cosine[role_reversal]", "mxbai role_reversal (published)", 1)
     fig, ax = _figure()
     _lines(ax, series, "cosine of the two sentences' pooled vectors")
     _title(ax, "Negation vs role-reversal pair cosine by depth", _names(reports), ctx.sentence_set,
@@ -531,8 +562,8 @@ def chart_cls_alignment(ctx: ChartContext, reports: list[ModelReport], omitted: 
     """Cosine of the CLS vector with the mean pool, by depth."""
     series = _per_model(reports, lambda i, r: [
         Series(_curve(r.measurement, "cls_mean_alignment"), r.measurement.depths, f"{r.label} (L={r.measurement.last})",
-               _model_color(i), marker=_marker(i))], omitted)
-    series += _pub_series(ctx, "mxbai", "cls_mean_alignment", "mxbai (published)", PUBLISHED_COLOR)
+               **_q(r))], omitted)
+    series += _pub_series(ctx, "mxbai", "cls_mean_alignment", "mxbai (published)")
     fig, ax = _figure()
     _lines(ax, series, "cosine(CLS, mean pool)")
     _title(ax, "CLS alignment with the mean pool by depth", _names(reports), ctx.sentence_set, "the article's mxbai")
@@ -541,14 +572,11 @@ def chart_cls_alignment(ctx: ChartContext, reports: list[ModelReport], omitted: 
 
 def chart_dense_vs_colbert(ctx: ChartContext, reports: list[ModelReport], omitted: list | None = None):
     """Within-sentence cosine of every measured model against the article's dense and ColBERT curves."""
-    fixed = {"mxbai": "tab:blue", "colbert": "tab:red"}
     series = _per_model(reports, lambda i, r: [
         Series(_curve(r.measurement, "intra_sentence_cosine"), r.measurement.depths,
-               f"{r.label} (measured, L={r.measurement.last})", fixed.get(r.name, MODEL_COLORS[(i + 1) % 7]),
-               marker=_marker(i))], omitted)
-    series += _pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai, dense (published, L=24)", "tab:blue")
-    series += _pub_series(ctx, "colbert", "intra_sentence_cosine", "jina-colbert-v2, ColBERT (published, L=24)",
-                          "tab:red")
+               f"{r.label} (measured, L={r.measurement.last})", **_q(r))], omitted)
+    series += _pub_series(ctx, "mxbai", "intra_sentence_cosine", "mxbai, dense (published, L=24)")
+    series += _pub_series(ctx, "colbert", "intra_sentence_cosine", "jina-colbert-v2, ColBERT (published, L=24)")
     fig, ax = _figure()
     _lines(ax, series, "within-sentence token cosine")
     _title(ax, "Dense vs ColBERT: within-sentence token cosine", _names(reports), ctx.sentence_set,

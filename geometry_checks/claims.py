@@ -542,13 +542,22 @@ DEPTH_FORMS: dict[str, dict] = {
 }
 
 
+def fixed_form_shown(covered: int, last: int) -> bool:
+    """Whether a depth-counting claim's fixed form (the article's count taken literally) is
+    shown: only where it covers less than half of the model's L blocks. Elsewhere it is most
+    of the model (MiniLM, L = 6: 'the last 5 depths' are depths 2..6) and says nothing about
+    what happens late, so the verdict carries the relative form alone (issue 24)."""
+    return covered < last / 2
+
+
 def _forms(claim: Claim, model: str, fixed: tuple[str, bool], relative: tuple[str, bool],
-           measured: str, expected: str, failure: str) -> Verdict:
-    """A verdict that reports both forms of a depth-counting claim; the relative form decides."""
+           measured: str, expected: str, failure: str, shown: bool = True) -> Verdict:
+    """A verdict that reports both forms of a depth-counting claim; the relative form decides.
+    `shown` (fixed_form_shown): False leaves `fixed_form` empty."""
     ok = relative[1]
     return Verdict(
         claim.id, model, ok, measured, expected, _tol(claim.tolerance), "" if ok else failure,
-        fixed_form=f"{fixed[0]} ({'holds' if fixed[1] else 'does not hold'})",
+        fixed_form=f"{fixed[0]} ({'holds' if fixed[1] else 'does not hold'})" if shown else "",
         relative_form=f"{relative[0]} ({'holds' if relative[1] else 'does not hold'})",
     )
 
@@ -676,10 +685,12 @@ def check_dense_late_separability(m: Measurement, claim: Claim, model: str) -> V
 
     n, k = _last_blocks(m), min(5, m.last)
     rel, fix = share(n), share(k)
+    shown = fixed_form_shown(k, m.last)
     return _forms(claim, model, (f"last {k} blocks: {fix:.0%}", fix > need),
                   (f"last {n} of {m.last} blocks: {rel:.0%}", rel > need),
-                  f"last {n} blocks: {rel:.0%} of {_fmt(sep[0])} -> {_fmt(sep[-1])} (fixed 5: {fix:.0%})",
-                  f"> {need:.0%}", f"the last {n} blocks make {rel:.0%} of the gain")
+                  f"last {n} blocks: {rel:.0%} of {_fmt(sep[0])} -> {_fmt(sep[-1])}"
+                  + (f" (fixed 5: {fix:.0%})" if shown else ""),
+                  f"> {need:.0%}", f"the last {n} blocks make {rel:.0%} of the gain", shown)
 
 
 @dense_check("dense-late-writes")
@@ -691,10 +702,12 @@ def check_dense_late_writes(m: Measurement, claim: Claim, model: str) -> Verdict
     n = _late_write_blocks(m)
     rel = sum(hist[-n:]) / sum(hist)
     need = claim.tolerance["min"]
+    shown = fixed_form_shown(2, m.last)
     return _forms(claim, model, (f"last 2 of {m.last} depths: {f:.3f}", f > need),
                   (f"last {n} of {m.last} blocks (1/12): {rel:.3f}", rel > need),
-                  f"last {n} of {m.last} blocks {rel:.3f} (late_write_fraction, last 2 depths: {f:.3f})",
-                  f"> {need}", f"a share of {rel:.3f} in the last {n} blocks (late_write_fraction {f:.3f})")
+                  f"last {n} of {m.last} blocks {rel:.3f}"
+                  + (f" (late_write_fraction, last 2 depths: {f:.3f})" if shown else ""),
+                  f"> {need}", f"a share of {rel:.3f} in the last {n} blocks (late_write_fraction {f:.3f})", shown)
 
 
 @dense_check("dense-meanpool-drift")
@@ -731,7 +744,7 @@ def check_dense_coherent_push(m: Measurement, claim: Claim, model: str) -> Verdi
     return _forms(claim, model, (f"peak at {peak}, in the last 5 depths {fixed_first}..{m.last}", peak >= fixed_first),
                   (f"peak at {peak}, in the last {n} depths {first}..{m.last}", peak >= first),
                   f"peak at {peak} ({_fmt(coh[peak])})", f"peak in {first}..{m.last}",
-                  f"delta_coherence peaks at {peak}, before the last {n} depths")
+                  f"delta_coherence peaks at {peak}, before the last {n} depths", fixed_form_shown(5, m.last))
 
 
 @dense_check("dense-stable-norms")
@@ -742,10 +755,11 @@ def check_dense_stable_norms(m: Measurement, claim: Claim, model: str) -> Verdic
     limit = claim.tolerance["max_ratio"]
     n = _last_blocks(m)
     rel, fix = max(norms[-n:]) / median, max(norms[-5:]) / median
+    shown = fixed_form_shown(5, m.last)
     return _forms(claim, model, (f"last 5 depths: max/median {fix:.2f}", fix <= limit),
                   (f"last {n} depths: max/median {rel:.2f}", rel <= limit),
-                  f"max final norm / median {rel:.2f} (last {n} depths; last 5: {fix:.2f})", f"<= {limit}",
-                  f"a final-depth token norm is {rel:.2f}x the median")
+                  f"max final norm / median {rel:.2f} (last {n} depths" + (f"; last 5: {fix:.2f})" if shown else ")"),
+                  f"<= {limit}", f"a final-depth token norm is {rel:.2f}x the median", shown)
 
 
 @dense_check("dense-negation-late")

@@ -40,41 +40,73 @@ def _model_paths(items: list[str]) -> dict[str, str]:
     return paths
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after every option whose default is a value; a flag (False), an
+    option without one (None) and a repeatable one ([]) say in their help what happens
+    without them."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _registered() -> str:
+    """The registered model names, from the registry (registry.py imports no torch)."""
+    from .registry import MODELS
+
+    return ", ".join(MODELS)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-path", action="append", default=[], metavar="NAME=DIR",
-                   help="load registered model NAME from local directory DIR (repeatable)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"))
+                   help=f"load registered model NAME ({_registered()}) from local directory DIR (repeatable; "
+                        "write it as --model-path=NAME=DIR, see the README)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the forward passes run: auto takes CUDA when a GPU is available, else the CPU")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "bfloat16", "float16"),
+                   help="the precision the model runs in (its weights and hidden states); the recorded baselines "
+                        "and the expected failures' numbers were measured in float32")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (at least 1)")
     p.add_argument("--no-truncate", action="store_true",
                    help="reject a sentence longer than the model's token limit instead of truncating it "
                         "(with one warning line)")
     p.add_argument("--allow-download", action="store_true",
-                   help="download a registered model missing from the HF cache (default: never)")
+                   help="download a registered model missing from the HF cache (without it: never)")
     p.add_argument("--no-cache", action="store_true",  # issue 4: the on-disk Measurement cache
                    help="neither read nor write the measurement cache ($GEOMETRY_CHECKS_CACHE, "
                         "default: the user cache directory)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geometry-checks", description=__doc__.splitlines()[0])
+    # issue 24: every option's default is shown (_Formatter); registered names come from the registry
+    parser = argparse.ArgumentParser(prog="geometry-checks", description=__doc__.splitlines()[0],
+                                     epilog="The metrics are defined in docs/metrics.md, the claims in "
+                                            "docs/claims.md, the report in docs/report.md.",
+                                     formatter_class=_Formatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("measure", help="measure every METRICS.md metric of one model on one sentence file")
-    m.add_argument("--model", default="minilm", help="registered name (minilm, mxbai, colbert), directory or hub ID")
+    m = sub.add_parser("measure", help="measure every metric of docs/metrics.md on one model and one sentence file",
+                       formatter_class=_Formatter)
+    m.add_argument("--model", default="minilm",
+                   help=f"a registered name ({_registered()}), a model directory or a hub ID; write a directory as "
+                        "--model=DIR")
     m.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     m.add_argument("--out", required=True, help="output JSON path")
     m.add_argument("--pooling", action="append", choices=("mean", "cls"),
-                   help="pooling(s) for the pooled metrics (default: mean, plus cls where the model pools with CLS)")
+                   help="pooling(s) for the pooled metrics (none given: mean, plus cls where the model pools "
+                        "with CLS)")
     m.add_argument("--sublayers", action="store_true",
                    help="also capture each block's post-attention state and write the open question's curves "
                         "(<metric>@attn, intra_sentence_cosine[content|function|content-function], pair_cosine_all)")
     _common(m)
 
-    r = sub.add_parser("report", help="run every check and write DIR/findings.md (+ findings.json) and DIR/*.png")
+    r = sub.add_parser("report", help="run every check and write DIR/findings.md (+ findings.json) and DIR/*.png",
+                       formatter_class=_Formatter)
     r.add_argument("--model", action="append", default=None,
-                   help="model(s) for the dense checks, the claim x model matrix and the charts (repeatable; "
-                        "default: every registered model whose weights are present); article claims always get a row")
+                   help=f"model(s) for the dense checks, the claim x model matrix and the charts: a registered name "
+                        f"({_registered()}), a directory (--model=DIR) or a hub ID (repeatable; none given: every "
+                        "registered model whose weights are present); article claims always get a row")
     r.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     r.add_argument("--out", required=True, help="output directory")
     _common(r)
@@ -98,7 +130,7 @@ def cmd_measure(args) -> int:
     check_file(args.out, "--out", inputs)  # at start: never after the run, never over an input
     lab = Lab(_model_paths(args.model_path), args.device, args.dtype, DEFAULT_SENTENCES, args.batch_size,
               sublayers=args.sublayers, allow_download=args.allow_download, cache=not args.no_cache,
-              truncate=not args.no_truncate)
+              truncate=not args.no_truncate, progress=True)
     # issue 4 and 13: streaming (--sublayers included) and cached, via Lab.measure; the
     # model's pooling comes from its spec, so a cache hit loads no model
     ref = lab.ref(args.model)
@@ -110,8 +142,11 @@ def cmd_measure(args) -> int:
     result = lab.measure(args.model, sentences, tuple(dict.fromkeys(poolings)))
     result.save(args.out, inputs)
     hit = lab.cache_hits.get((args.model, sentences.sha256))
+    same = result.provenance.get("same_weights_as")  # issue 24: a directory with a registered model's weights
     print(f"wrote {args.out}: {len(result.curves)} curves, {len(result.scalars)} scalars "
-          f"({result.model}, {result.depths} depths, {sentences.name})" + (f"; from the cache {hit}" if hit else ""))
+          f"({result.model}, {result.depths} depths, {sentences.name}"
+          + (f"; the weights of {same}, sha256 {result.provenance.get('weights_sha256', '')[:12]}…" if same else "")
+          + ")" + (f"; from the cache {hit}" if hit else ""))
     return 0
 
 
@@ -119,7 +154,7 @@ def cmd_report(args) -> int:
     from .capture import available_models
     from .lab import Lab
     from .outputs import check_dir
-    from .report import build_report, claims_matrix, earlier_report_files, matrix_markdown, summary_counts
+    from .report import build_report, earlier_report_files, model_summaries
     from .sentences import load_sentence_set
 
     _check_options(args)
@@ -129,20 +164,19 @@ def cmd_report(args) -> int:
     # sublayers: the report carries the open-question row and chart (cheap next to the pass)
     lab = Lab(_model_paths(args.model_path), args.device, args.dtype, args.sentences, args.batch_size,
               sublayers=True, allow_download=args.allow_download, cache=not args.no_cache,
-              truncate=not args.no_truncate)
+              truncate=not args.no_truncate, progress=True)
     # issue 11: no --model measures every registered model whose weights are present here
     # (capture.available_models: nothing is loaded to find out); --model restricts it
     models = list(dict.fromkeys(args.model or available_models(lab.model_paths)))
     if not models:
-        raise InputError("no registered model's weights are present here: pass --model or --model-path NAME=DIR")
+        raise InputError("no registered model's weights are present here: pass --model=DIR or --model-path=NAME=DIR")
     result = build_report(lab, models, out)
-    counts = summary_counts(result["rows"])
-    print(f"wrote {result['path']}: {len(result['rows'])} checks "
-          f"({', '.join(f'{n} {v}' for v, n in counts.items())}); {len(result['charts'])} charts"
+    # issue 24: one line per model and where it wrote, never a wide table
+    for line in model_summaries(result["rows"]):
+        print(line)
+    print(f"wrote {result['path']} and findings.json beside it: {len(result['rows'])} checks, "
+          f"{len(result['charts'])} charts"
           + (f", {len(result['not_drawn'])} not drawn (see findings.md)" if result["not_drawn"] else ""))
-    matrix = matrix_markdown(claims_matrix(result["rows"]))
-    if matrix:
-        print(f"\nclaims across models ({', '.join(models)}):\n{matrix}")
     return 0
 
 

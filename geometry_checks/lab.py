@@ -5,6 +5,8 @@ Everything the Lab hands out is shared: treat models, states and measurements as
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,12 +15,70 @@ from . import capture as C
 from .errors import InputError
 from .measure import Measurement
 from .paths import DEFAULT_SENTENCES
+from .registry import MODELS
 from .sentences import SentenceSet, load_sentence_set
 from .streaming import DEFAULT_MAX_PCA_TOKENS, PCA_SEED, measure_states, measure_streaming
 
 
 class ModelNotAvailable(InputError):
     """A registered model whose weights are in neither the HF cache nor a given directory."""
+
+
+@contextlib.contextmanager
+def progress_step(what: str, enabled: bool = True):
+    """One step of a long run (loading a model, capturing, measuring, drawing) as a tqdm
+    line on stderr (`mpnet: loading [00:03]`), cleared when the step ends. Shown only when
+    stderr is a terminal: a log or CI output gets no bar and no control characters (the
+    commands say what they wrote when they end). Inner bars (capture's per-text bar,
+    capture._progress) stack under it."""
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+    import threading
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, desc=what, bar_format="{desc} [{elapsed}]", leave=False, file=sys.stderr)
+    done = threading.Event()
+
+    def tick() -> None:  # the step has no iterations to count: its elapsed time, once a second
+        while not done.wait(1.0):
+            bar.refresh()
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+        bar.close()
+
+
+def identity_of(ref: C.ModelRef) -> str | None:
+    """The registered model whose weights a model directory holds, by the sha256 of its
+    weights file (registry `weights_sha256`; capture.weights_sha256, cached per file): the
+    name its verdicts take (issue 24: the same weights get the same expected failures,
+    named `mpnet` or given as `--model=DIR`). None for a model that is no registered model's
+    weights (or not a local directory). Callers take a registered name as its own identity
+    first (a registered name with other weights stays itself and is warned about)."""
+    if not ref.is_dir:
+        return None
+    sha = C.weights_sha256(Path(ref.location))
+    return next((name for name, spec in MODELS.items() if sha and spec.weights_sha256 == sha), None)
+
+
+def identity_for(model: str, model_paths: dict[str, str] | None = None) -> str:
+    """The name a model's verdicts (expected failures) are looked up under: `identity_of`
+    its resolved directory, else the model as given. Resolving reads config.json and
+    hashes the weights file once (no model is loaded); a bad model keeps its own name, and
+    its error comes when it is measured."""
+    if model in MODELS:
+        return model
+    try:
+        return identity_of(C.resolve(model, model_paths)) or model
+    except InputError:
+        return model
 
 
 class Lab:
@@ -33,6 +93,7 @@ class Lab:
         allow_download: bool = False,
         cache: bool = True,
         truncate: bool = True,
+        progress: bool = False,
     ):
         self.model_paths = dict(model_paths or {})
         self.device = device
@@ -45,6 +106,8 @@ class Lab:
         # issue 14: texts over the model's token limit are cut (one warning line) or, with
         # truncate=False (--no-truncate), rejected
         self.truncate = truncate
+        # issue 24: a tqdm line per model and step (loading, capture, measuring) on a terminal
+        self.progress = progress
         self._fitted: dict[tuple[str, str], tuple[SentenceSet, dict | None]] = {}
         self.cache_hits: dict[tuple[str, str], str] = {}  # (model, set sha256) -> entry it was served from
         self._failures: dict[str, InputError] = {}
@@ -53,11 +116,26 @@ class Lab:
         self._states: dict[tuple[str, str], C.LayerStates] = {}
         self._measurements: dict[tuple[str, str], Measurement] = {}
         self._refs: dict[str, C.ModelRef] = {}
+        self._identities: dict[str, str] = {}
 
     def ref(self, model: str) -> C.ModelRef:
         if model not in self._refs:
             self._refs[model] = C.resolve(model, self.model_paths)
         return self._refs[model]
+
+    def identity(self, model: str) -> str:
+        """The name `model`'s verdicts take (identity_for): a directory holding a registered
+        model's weights is that model for its expected failures."""
+        if model not in self._identities:
+            self._identities[model] = model if model in MODELS else (identity_of(self.ref(model)) or model)
+        return self._identities[model]
+
+    def _mark_identity(self, model: str, result: Measurement) -> Measurement:
+        """Provenance says when a directory was taken for a registered model (same weights)."""
+        same = self.identity(model)
+        if same != model:
+            result.provenance["same_weights_as"] = same
+        return result
 
     def model(self, model: str) -> C.LoadedModel:
         """The loaded model; a failure is remembered, so a missing model costs one attempt."""
@@ -65,7 +143,8 @@ class Lab:
             raise self._failures[model]
         if model not in self._models:
             try:
-                self._models[model] = self._load(model)
+                with progress_step(f"{model}: loading", self.progress):
+                    self._models[model] = self._load(model)
             except InputError as exc:
                 self._failures[model] = exc
                 raise
@@ -102,9 +181,14 @@ class Lab:
         sentences = sentences or self.default_sentences
         key = (model, sentences.sha256)
         if key not in self._states:
-            self._states[key] = C.capture(self.model(model), self.fitted(model, sentences), self.batch_size,
-                                          sublayers=self.sublayers)
+            loaded, fitted = self.model(model), self.fitted(model, sentences)
+            with progress_step(f"{model}: capture", self.progress):
+                self._states[key] = C.capture(loaded, fitted, self.batch_size, sublayers=self.sublayers)
         return self._states[key]
+
+    def has_measurement(self, model: str, sentences: SentenceSet | None = None) -> bool:
+        """Whether this Lab already holds the measurement (asking for it costs nothing)."""
+        return (model, (sentences or self.default_sentences).sha256) in self._measurements
 
     def measurement(self, model: str, sentences: SentenceSet | None = None) -> Measurement:
         sentences = sentences or self.default_sentences
@@ -142,10 +226,10 @@ class Lab:
                               "checkpoint", stacklevel=2)
             for item in hit.excluded:  # the warnings the computation gave
                 warnings.warn(f"{item['sentence']!r}: {item['reason']}", stacklevel=2)
-            return hit
+            return self._mark_identity(model, hit)
         loaded = self.model(model)
         fitted = self.fitted(model, sentences)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, progress_step(f"{model}: measuring", self.progress):
             warnings.simplefilter("always")
             if (model, sentences.sha256) in self._states:  # the held states are a capture of `fitted`
                 result = measure_states(self._states[(model, sentences.sha256)], fitted, poolings,
@@ -161,7 +245,7 @@ class Lab:
         if info:
             result.provenance["truncated"] = info
         K.store(fields, result)
-        return result
+        return self._mark_identity(model, result)
 
     def _cache_fields(self, model: str, sentences: SentenceSet, poolings) -> dict | None:
         if not self.cache or K.cache_dir() is None:

@@ -9,6 +9,7 @@ clone on PYTHONPATH: pytest registers it once when both apply.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -29,6 +30,10 @@ ROWS_KEY = pytest.StashKey[list]()
 NOTES_KEY = pytest.StashKey[dict]()
 # recorded baselines this session wrote (--update-baselines).
 WRITTEN_KEY = pytest.StashKey[list]()
+# model -> the registered name its verdicts take (verdict_identity)
+IDENTITY_KEY = pytest.StashKey[dict]()
+# where --findings-md wrote, and its summary lines, for the terminal summary
+FINDINGS_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +74,25 @@ def _model_paths(config: pytest.Config) -> dict[str, str]:
             raise pytest.UsageError(f"--model-path {item}: directory {directory} does not exist")
         paths[name] = directory
     return paths
+
+
+def verdict_identity(config: pytest.Config, model: str) -> str:
+    """The name `model`'s expected failures are looked up under (lab.identity_for): a
+    `--model=DIR` holding a registered model's weights (sha256) is that model. Decided at
+    collection (the xfail marks), without loading the model; once per model and session."""
+    cache = config.stash.setdefault(IDENTITY_KEY, {})
+    if model not in cache:
+        if model in MODELS:
+            cache[model] = model
+        else:
+            from .lab import identity_for
+
+            try:
+                paths = _model_paths(config)
+            except pytest.UsageError:
+                paths = {}
+            cache[model] = identity_for(model, paths)
+    return cache[model]
 
 
 def _markers() -> dict[str, str]:
@@ -121,7 +145,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _run_options(config: pytest.Config, paths: dict[str, str]) -> str:
-    """The options a "regenerate with" hint must repeat to re-record what this run reads."""
+    """The options a "regenerate with" hint must repeat to re-record what this run reads;
+    --model-path in the `=` form, as every hint gives it (README, "Paths in the options")."""
     import shlex
 
     extra = ""
@@ -131,7 +156,7 @@ def _run_options(config: pytest.Config, paths: dict[str, str]) -> str:
     if config.getoption("--recorded-dir"):
         extra += f" --recorded-dir {shlex.quote(config.getoption('--recorded-dir'))}"
     for name, directory in paths.items():
-        extra += f" --model-path {shlex.quote(f'{name}={directory}')}"
+        extra += f" {shlex.quote(f'--model-path={name}={directory}')}"  # the `=` form (README)
     return extra
 
 
@@ -143,6 +168,8 @@ def lab(pytestconfig: pytest.Config):
     try:
         return Lab(_model_paths(pytestconfig), pytestconfig.getoption("--device"),
                    sentences=pytestconfig.getoption("--sentences"),
+                   # --findings-md: a tqdm line per model and step (measurement_of shows it)
+                   progress=bool(pytestconfig.getoption("--findings-md")) and not hasattr(pytestconfig, "workerinput"),
                    truncate=not pytestconfig.getoption("--no-truncate"),
                    allow_download=pytestconfig.getoption("--allow-download")
                    or pytestconfig.getoption("--latest-revision"))
@@ -163,7 +190,8 @@ def measurement_of(lab, pytestconfig: pytest.Config):
                 # capture.load warns when the weights differ from the registry's; here that
                 # becomes one line of the terminal summary (_note_weights), not a warning entry.
                 warnings.filterwarnings("ignore", message=r".*weights sha256 .* differs from the registry")
-                result = lab.measurement(model)
+                with _progress_shown(pytestconfig, lab, model):
+                    result = lab.measurement(model)
             _note_weights(pytestconfig, model, result)
             return result
         except ModelNotAvailable as exc:
@@ -179,6 +207,32 @@ def measurement_of(lab, pytestconfig: pytest.Config):
             pytest.fail(f"geometry-checks: {exc}", pytrace=False)
 
     return get
+
+
+@contextlib.contextmanager
+def _progress_shown(config: pytest.Config, lab, model: str):
+    """While a model is measured for the first time in a --findings-md run on a terminal:
+    pytest's output capture suspended, so that the Lab's progress lines (lab.progress_step)
+    reach the terminal, on a line of their own. Elsewhere (a log, CI: pytest's terminal
+    reporter is not on a tty) nothing changes and nothing is written."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if not lab.progress or capman is None or reporter is None or not getattr(reporter, "isatty", False) \
+            or lab.has_measurement(model):
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # our lines only, as `geometry-checks` shows them
+    try:
+        with capman.global_and_fixture_disabled():
+            if sys.stderr.isatty():
+                reporter.ensure_newline()
+            yield
+    finally:
+        if hf_bars:
+            hf_logging.enable_progress_bar()
 
 
 def _note_weights(config: pytest.Config, model: str, measurement) -> None:
@@ -257,6 +311,8 @@ def recorded_baseline(pytestconfig: pytest.Config):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    for line in config.stash.get(FINDINGS_KEY, []):
+        terminalreporter.write_line(f"geometry-checks: {line}")
     for path in config.stash.get(WRITTEN_KEY, []):
         terminalreporter.write_line(f"geometry-checks: recorded {path}")
     for notes in config.stash.get(NOTES_KEY, {}).values():
@@ -305,10 +361,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.getoption("--findings-md")
     if not path:
         return
-    from .report import rows_from_pytest, write_findings
+    from .report import model_summaries, rows_from_pytest, summary_counts, summary_text, write_findings
 
     try:
-        write_findings(rows_from_pytest(session.config.stash[ROWS_KEY]), Path(path))
+        rows = rows_from_pytest(session.config.stash[ROWS_KEY])
+        write_findings(rows, Path(path))
+        # said in the terminal summary (issue 24): one line per model and where it wrote
+        session.config.stash[FINDINGS_KEY] = [
+            *model_summaries(rows),
+            f"wrote {path} and {Path(path).with_suffix('.json')}: {len(rows)} checks: "
+            f"{summary_text(summary_counts(rows))}"]
     except InputError as exc:  # one line, and pytest's own summary still follows
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         line = f"geometry-checks: error: {exc}"

@@ -3,14 +3,17 @@
 Rows come either from a pytest run (`rows_from_pytest`: the table is the test run) or
 from running the same checks in-process for the `report` command (`rows_from_lab`).
 Columns: claim, model, pooling, finding, expected, measured, tolerance, verdict, notes.
-The JSON twin (`findings.json`) holds the full text of every cell; the markdown shortens
-long cells (the finding is CLAIMS.md's, the expected column holds the published figure)
-so that the table stays readable. docs/report.md describes both.
+docs/report.md describes both files.
 
-Below the table, the claim x model matrix (`claims_matrix`): one row per dense claim (the
-article's findings restated for any dense model) and the open question, one column per
-measured model, the article's published figure at the same relative depth, and on how
-many of the measured real models the finding holds.
+findings.md leads with what was measured (issue 24): the summary (verdicts counted apart
+from measurements and from what did not run), then the claim x model matrix
+(`claims_matrix`: one row per dense claim and the open question, one column per measured
+model, the article's published figure at the same relative depth, and on how many of the
+measured real models the finding holds), then the table of every check on a measured
+model, then the published-only rows (claims on models whose weights are not here) folded
+into one short section. No cell is cut: a cell too long for a table line is moved, whole,
+to the notes under its table and the cell points there (`(note N)`); findings.json holds
+every cell in full too.
 
 `build_report` (the `report` command) also collects what the charts read (`ModelReport`:
 each measured model's Measurement and its token paths, `token_paths`) and draws them with
@@ -31,9 +34,30 @@ from .errors import InputError
 
 COLUMNS = ["claim", "model", "pooling", "finding", "expected", "measured", "tolerance", "verdict", "notes"]
 
-# Markdown cell widths (characters); findings.json keeps the full text.
-WIDTHS = {"finding": 70, "expected": 110, "measured": 150, "notes": 220}
-NOTE_PART = 110  # each part of a note: failure detail, own-pooling result, the article's disagreement
+# Every outcome a row can have, in the order summaries list them: its kind, and its word in
+# a matrix cell. A `verdict` is a decision on a claim (counted in the summary); `not run` is
+# none (pytest's skipped and the report's not run read the same); any other outcome (the
+# open question's `answered`, `no dip`) is a `measurement`, reported, never counted as a
+# verdict. A new outcome (e.g. `inconclusive`, an interval that straddles the bound) is one
+# entry here.
+OUTCOMES: dict[str, tuple[str, str]] = {
+    "passed": ("verdict", "pass"),
+    "failed": ("verdict", "FAIL"),
+    "inconclusive": ("verdict", "inconclusive"),
+    "xfailed": ("verdict", "xfail (expected failure)"),
+    "xpassed": ("verdict", "XPASS (expected failure passed)"),
+    "skipped": ("not run", "not run"),
+    "not run": ("not run", "not run"),
+}
+
+
+def outcome_kind(outcome: str) -> str:
+    """`verdict`, `not run` or `measurement` (OUTCOMES)."""
+    return OUTCOMES.get(outcome, ("measurement", outcome))[0]
+
+
+# A markdown cell longer than this moves, whole, to the notes under its table (no cell is cut).
+CELL_MAX = 160
 
 # Claims whose metric is computed from pooled sentence vectors (mean pool by default).
 POOLED = re.compile(r"pair_cosine|band_cosine|recall_at_k|write_depth|late_write_fraction|dim_correlation"
@@ -42,7 +66,7 @@ NOT_FOUND = re.compile(r"weights for (?P<model>\S+) \((?P<hub>[^)]+)\) not found
 
 
 def _supply_hint(model: str) -> str:
-    return f"supply with --model-path {model}=DIR or the HF cache (see below)"
+    return f"supply with --model-path={model}=DIR or the HF cache (see below)"
 
 
 def _own_pooling(model: str, measurement=None) -> str | None:
@@ -113,19 +137,24 @@ def _join(*parts: str) -> str:
 
 def model_facts(model: str, measurement) -> dict:
     """What the matrix needs to know of a measured model: its L and its kind, `registered`
-    (a registry model with its real weights), `stand-in` (random weights,
+    (a registry model with its real weights, or a directory holding a registered model's
+    weights by sha256: then `identity` names that model), `stand-in` (random weights,
     geometry_checks/standins.py) or `directory` (any other model, by path or hub ID)."""
     from .registry import MODELS
     from .standins import STAMP
 
     location = measurement.provenance.get("location") or ""
+    identity = model if model in MODELS else measurement.provenance.get("same_weights_as")
     if location and (Path(location) / STAMP).is_file():
         kind = "stand-in"
-    elif model in MODELS:
+    elif identity:  # a directory with a registered model's weights (sha256) is that model (issue 24)
         kind = "registered"
     else:
         kind = "directory"
-    return {"layers": measurement.last, "kind": kind}
+    facts = {"layers": measurement.last, "kind": kind}
+    if identity and identity != model:
+        facts["identity"] = identity
+    return facts
 
 
 def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, reason: str = "",
@@ -158,10 +187,12 @@ def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, 
         "verdict": outcome,
         "notes": _join(*parts),
         "reason": reason,
-        "_note_parts": [p for p in parts if p],  # the markdown shortens each part on its own
+        "_claim_notes": claim.notes,  # the published-only list gives these alone (Notes says how to supply)
         # a claim that counts depths: both forms (claims.DEPTH_FORMS), for the matrix
+        # (fixed "" where the count covers half or more of the model's depth: not shown,
+        # claims.fixed_form_shown)
         "_forms": ({"fixed": verdict.fixed_form, "relative": verdict.relative_form}
-                   if verdict is not None and verdict.fixed_form else None),
+                   if verdict is not None and (verdict.fixed_form or verdict.relative_form) else None),
     }
 
 
@@ -246,7 +277,9 @@ def _run(claim: CL.Claim, model: str, check, get) -> dict:
         raise  # a bad --model-path or sentence file: one line from the CLI, not a row
     except Exception as exc:  # noqa: BLE001 - a check or a load that crashed: a failed row that says how
         return _row(claim, model, None, "failed", f"error: {exc.__class__.__name__}: {exc}")
-    key = (model, claim.id)
+    # the expected failures of the model's identity: a directory with mpnet's weights is mpnet
+    identity = get.measured[model].provenance.get("same_weights_as", model) if model in get.measured else model
+    key = (identity, claim.id)
     outcome = _outcome(verdict, key)
     reason = verdict.detail if not verdict.passed else ""
     if outcome in ("xfailed", "xpassed"):
@@ -365,34 +398,72 @@ def token_paths(states, sentences, n_tokens: int = 5) -> dict | None:
 
 
 def summary_counts(rows: list[dict]) -> dict:
-    counts: dict[str, int] = {}
+    """{"checks": rows, "verdicts": {outcome: n}, "not run": n, "measurements": {outcome: n}}:
+    only the verdicts of OUTCOMES are counted as verdicts; the open question's answers are
+    measurements; pytest's skipped and the report's not run are both `not run`."""
+    verdicts: dict[str, int] = {}
+    measurements: dict[str, int] = {}
+    not_run = 0
     for row in rows:
-        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
-    return counts
+        kind = outcome_kind(row["verdict"])
+        if kind == "verdict":
+            verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+        elif kind == "measurement":
+            measurements[row["verdict"]] = measurements.get(row["verdict"], 0) + 1
+        else:
+            not_run += 1
+    order = list(OUTCOMES)
+    return {"checks": len(rows), "verdicts": dict(sorted(verdicts.items(), key=lambda kv: order.index(kv[0]))),
+            "not run": not_run, "measurements": measurements}
 
 
-def _short(text, width: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+def summary_text(counts: dict) -> str:
+    """`22 verdicts (20 passed, 2 xfailed); 23 not run; 2 measurements (1 answered, 1 no dip)`."""
+    def part(n: int, what: str, detail: dict) -> str:
+        inner = ", ".join(f"{v} {k}" for k, v in detail.items())
+        return f"{n} {what}" + (f" ({inner})" if inner else "")
+
+    n_verdicts = sum(counts["verdicts"].values())
+    parts = [part(n_verdicts, "verdict" if n_verdicts == 1 else "verdicts", counts["verdicts"])]
+    if counts["not run"]:
+        parts.append(f"{counts['not run']} not run")
+    n_meas = sum(counts["measurements"].values())
+    if n_meas:
+        parts.append(part(n_meas, "measurement" if n_meas == 1 else "measurements", counts["measurements"]))
+    return "; ".join(parts)
 
 
 def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def findings_frame(rows: list[dict], full: bool = False) -> pd.DataFrame:
-    """The table; unless `full`, long cells shortened (each part of a note on its own, so a
-    long failure detail does not hide the pooling note or the article's disagreement)."""
-    frame = pd.DataFrame(rows, columns=COLUMNS).fillna("")
-    if not full:
-        for col, width in WIDTHS.items():
-            frame[col] = frame[col].map(lambda t, w=width: _short(t, w))
-        frame["notes"] = [
-            " | ".join(_short(p, NOTE_PART) for p in row["_note_parts"]) if row.get("_note_parts")
-            else _short(row.get("notes", ""), WIDTHS["notes"])
-            for row in rows
-        ]
-    return frame
+def published_only(row: dict) -> bool:
+    """A row on a model whose weights are not here (mxbai, colbert without their weights):
+    the article's published figure only, no measurement."""
+    return (outcome_kind(row["verdict"]) == "not run"
+            and bool(NOT_FOUND.search(row.get("reason", "") or row.get("measured", "") or "")))
+
+
+def findings_frame(rows: list[dict]) -> pd.DataFrame:
+    """The table of `rows`, every cell in full."""
+    return pd.DataFrame(rows, columns=COLUMNS).fillna("")
+
+
+def _table_with_notes(frame: pd.DataFrame, label, start: int = 1) -> tuple[str, list[str]]:
+    """The frame as a markdown table in which no cell is cut: a cell longer than CELL_MAX
+    is moved, whole, to a numbered note under the table, and the cell reads `(note N)`.
+    `label(i, column)` names the cell in its note. Returns (table, note lines)."""
+    notes: list[str] = []
+    frame = frame.copy()
+    for i in range(len(frame)):
+        for col in frame.columns:
+            text = _cell(frame.iat[i, frame.columns.get_loc(col)])
+            if len(text) > CELL_MAX:
+                n = start + len(notes)
+                notes.append(f"{n}. {label(i, col)}: {text}")
+                text = f"(note {n})"
+            frame.iat[i, frame.columns.get_loc(col)] = text
+    return frame.to_markdown(index=False), notes
 
 
 def _missing_notes(rows: list[dict]) -> list[str]:
@@ -421,11 +492,13 @@ def _pooling_notes(rows: list[dict]) -> list[str]:
 
 # --------------------------------------------------------------------------- the claim x model matrix
 
-# A cell's verdict word (pytest's `skipped` and the report's `not run` read the same).
-VERDICT_WORD = {"passed": "pass", "failed": "FAIL", "xfailed": "xfail (expected failure)",
-                "xpassed": "XPASS (expected failure passed)", "skipped": "not run", "not run": "not run"}
+# A cell's verdict word (OUTCOMES; pytest's `skipped` and the report's `not run` read the same).
+VERDICT_WORD = {outcome: word for outcome, (_, word) in OUTCOMES.items()}
 HOLDS = ("passed", "xpassed")  # the finding holds: the check passed (an xpass fails the run, but the finding held)
-COUNTED = ("passed", "xpassed", "failed", "xfailed")  # a verdict on a measurement; an expected failure does not hold
+# a verdict on a measurement (OUTCOMES' verdicts) that says whether the finding holds; an
+# expected failure does not hold; an inconclusive one says neither, so it is left out of the
+# count like a `not run` cell (its cell says `inconclusive`)
+COUNTED = tuple(o for o, (kind, _) in OUTCOMES.items() if kind == "verdict" and o != "inconclusive")
 # The article claim a dense claim restates, where the published figure cannot be computed
 # from the published curves (dense-foo-bar falls back to article claim foo-bar, then foo).
 ARTICLE_OF = {"dense-collapse": "collapse", "dense-signal-peak": "baseline-gap",
@@ -504,10 +577,14 @@ def published_figure(cid: str) -> str:
 def _column(name: str, facts: dict) -> str:
     from .charts import slug
 
-    label = name if facts.get("kind") == "registered" else slug(name)
+    from .registry import MODELS
+
+    label = name if name in MODELS else slug(name)
     label += f" (L={facts['layers']})" if facts.get("layers") is not None else ""
     if facts.get("kind") in ("stand-in", "directory"):
         label += f" ({facts['kind']})"
+    if facts.get("identity"):
+        label += f" (= {facts['identity']})"
     return label
 
 
@@ -559,7 +636,7 @@ def claims_matrix(rows: list[dict]) -> dict:
             published = published_figure(cid)
         out_rows.append({"claim": cid, "finding": finding, "cells": cells, "published": published, "holds": holds})
         forms = {m: (by_key.get((cid, m)) or {}).get("_forms") for m in models}
-        if any(forms.values()):
+        if any(f and f["fixed"] for f in forms.values()):
             out_rows.append(_fixed_form_row(cid, forms, facts))
     return {
         "models": [{"name": m, "column": _column(m, facts[m]), **facts[m]} for m in models],
@@ -568,8 +645,14 @@ def claims_matrix(rows: list[dict]) -> dict:
 
 
 def _holds(cells: dict, facts: dict, holding) -> dict:
-    counted = [m for m in cells if facts[m]["kind"] == "registered" and cells[m]["verdict"] in COUNTED
-               and not cells[m]["measured"].startswith("error")]
+    counted, seen = [], set()
+    for m in cells:
+        if facts[m]["kind"] == "registered" and cells[m]["verdict"] in COUNTED \
+                and not cells[m]["measured"].startswith("error"):
+            same = facts[m].get("identity", m)
+            if same not in seen:  # the same weights twice (minilm and its directory) count once
+                seen.add(same)
+                counted.append(m)
     n = sum(cells[m]["verdict"] in holding for m in counted)
     return {"holds": n, "of": len(counted), "text": f"{n} of {len(counted)}" if counted else "none measured"}
 
@@ -588,6 +671,10 @@ def _fixed_form_row(cid: str, forms: dict, facts: dict) -> dict:
         if not form:
             cells[m] = {"measured": "", "verdict": "not run", "text": "not run"}
             continue
+        if not form["fixed"]:  # claims.fixed_form_shown: the count is half or more of this model
+            cells[m] = {"measured": "", "verdict": "not shown",
+                        "text": f"not shown: the article's count is half or more of L={facts[m].get('layers')}"}
+            continue
         held = not form["fixed"].endswith(" (does not hold)")
         figure = relative_depths(_without_outcome(form["fixed"]), facts[m].get("layers"))
         cells[m] = {"measured": form["fixed"], "verdict": "passed" if held else "failed",
@@ -599,69 +686,103 @@ def _fixed_form_row(cid: str, forms: dict, facts: dict) -> dict:
             "published": published, "holds": _holds(cells, facts, ("passed",)), "form": "fixed"}
 
 
-MATRIX_WIDTHS = {"finding": 60, "cell": 140, "published": 130}
-
-
-def matrix_frame(matrix: dict, full: bool = False) -> pd.DataFrame:
+def matrix_frame(matrix: dict) -> pd.DataFrame:
     """The matrix as a table: claim, finding, one column per model, published, holds."""
-    short = (lambda t, w: str(t)) if full else _short
     records = []
     for row in matrix["rows"]:
-        rec = {"claim": row["claim"], "finding": short(row["finding"], MATRIX_WIDTHS["finding"])}
+        rec = {"claim": row["claim"], "finding": row["finding"]}
         for model in matrix["models"]:
-            rec[model["column"]] = short(row["cells"][model["name"]]["text"], MATRIX_WIDTHS["cell"])
-        rec[f"published (article, L={PUBLISHED_L})"] = short(row["published"] or "—", MATRIX_WIDTHS["published"])
+            rec[model["column"]] = row["cells"][model["name"]]["text"]
+        rec[f"published (article, L={PUBLISHED_L})"] = row["published"] or "—"
         rec["holds"] = row["holds"]["text"]
         records.append(rec)
     return pd.DataFrame(records)
 
 
-def matrix_markdown(matrix: dict) -> str:
-    """The matrix as a markdown table ('' when no model was measured)."""
+def matrix_markdown(matrix: dict, start: int = 1) -> tuple[str, list[str]]:
+    """The matrix as a markdown table and the notes its long cells moved to (('', []) when
+    no model was measured)."""
     if not matrix["models"]:
-        return ""
-    return matrix_frame(matrix).map(_cell).to_markdown(index=False)
+        return "", []
+    frame = matrix_frame(matrix)
+    return _table_with_notes(frame, lambda i, col: f"`{frame['claim'].iat[i]}`, {col}", start)
 
 
 def _matrix_section(rows: list[dict]) -> list[str]:
     matrix = claims_matrix(rows)
-    table = matrix_markdown(matrix)
+    table, notes = matrix_markdown(matrix, 1)
     if not table:
         return []
     kinds = {m["kind"] for m in matrix["models"]}
     uncounted = (" Columns marked (stand-in) or (directory) are shown but not counted." if kinds - {"registered"}
                  else "")
+    same = [m for m in matrix["models"] if m.get("identity") and m["identity"] != m["name"]]
+    if same:
+        uncounted += " " + " ".join(
+            f"`{m['name']}` has the weights of the registered `{m['identity']}` (sha256 of its weights file): it "
+            f"gets {m['identity']}'s expected failures and counts as {m['identity']}." for m in same)
     return ["## Claims across models", "",
             ("One row per dense claim (the article's findings restated for any dense model; a claim that counts "
-             "depths also in its fixed form, the article's count taken literally) and the open question where measured; "
+             "depths also in its fixed form, the article's count taken literally, where that count covers less "
+             "than half of a model's depth) and the open question where measured; "
              "one column per measured model (measured figure: verdict); the article's published figure; and "
              "`holds`: on how many of the measured registered models (real weights) the finding holds, an expected "
              "failure counting as not holding and `not run` cells left out." + uncounted +
              " A depth d of a model with L blocks reads `d (d/L = relative depth)`."), "",
-            table, ""]
+            table, "", *notes, *([""] if notes else [])]
+
+
+def _row_label(rows: list[dict]):
+    return lambda i, col: f"`{rows[i]['claim']}` / {rows[i]['model']}, {col}"
+
+
+def _published_only_section(rows: list[dict]) -> list[str]:
+    """The rows on models without weights here, folded: one line per claim."""
+    if not rows:
+        return []
+    models = ", ".join(dict.fromkeys(r["model"] for r in rows))
+    items = []
+    for r in rows:
+        pooling = f", pooled: {r['pooling']}" if r["pooling"] else ""
+        note = " ".join(str(r.get("_claim_notes", "")).split())
+        items.append(f"- `{r['claim']}` ({r['model']}{pooling}): {' '.join(r['finding'].split())}. Published: "
+                     f"{' '.join(str(r['expected']).split())} (tolerance {r['tolerance']})."
+                     + (f" Note: {note}" if note else ""))
+    return ["## Published only: no weights here", "",
+            f"{len(rows)} claims on {models} were not run: their weights are not here (see Notes for how to "
+            "supply them). Each is listed with the article's published figure.", "",
+            f"<details><summary>{len(rows)} claims not run ({models})</summary>", "", *items, "", "</details>", ""]
 
 
 def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_drawn: list[dict] | None = None,
                       context: dict | None = None) -> str:
-    frame = findings_frame(rows).map(_cell)
-    counts = summary_counts(rows)
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
-    table = frame.to_markdown(index=False) if len(frame) else "(no checks ran)"
+    """findings.md: summary, the matrix, the table of the measured models' checks, the
+    published-only rows folded, notes, charts (module docstring)."""
+    measured = [r for r in rows if not published_only(r)]
+    unmeasured = [r for r in rows if published_only(r)]
     head = ["# Findings", ""]
     if context:
         head += [" · ".join(f"{k}: {v}" for k, v in context.items()), ""]
-    head += [f"{len(frame)} checks: {summary or 'none'}", "", table, ""]
+    head += [f"{len(rows)} checks: {summary_text(summary_counts(rows))}", ""]
     head += _matrix_section(rows)
+    head += ["## Every check on the measured models", ""]
+    if measured:
+        frame = findings_frame(measured)
+        table, notes = _table_with_notes(frame, _row_label(measured), 1 + _matrix_note_count(rows))
+        head += [table, "", *notes, *([""] if notes else [])]
+    else:
+        head += ["(no checks ran on a measured model)", ""]
+    head += _published_only_section(unmeasured)
     notes = _missing_notes(rows) + _pooling_notes(rows)
     if notes:
-        head += ["## Notes", "", *notes, "",
-                 "Cells are shortened here; `findings.json` beside this file has the full text.", ""]
+        head += ["## Notes", "", *notes, ""]
     if charts is not None:
         head += ["## Charts", "",
-                 ("Solid: measured on this run's sentence set. Dashed: published (the article's "
-                  "mxbai-embed-large-v1 and jina-colbert-v2, on its own unpublished 20 sentences). Every "
-                  "per-depth chart overlays all measured models on relative depth (depth / L: 0 = embeddings, "
-                  "1 = last block)."), ""]
+                 ("Measured on this run's sentence set: solid, or where a chart shows several quantities one "
+                  "line style per quantity (solid, dash-dot, dotted). Dashed: published (the article's "
+                  "mxbai-embed-large-v1 and jina-colbert-v2, on its own unpublished 20 sentences). A model has "
+                  "one colour on every chart, its published curves included. Every per-depth chart overlays all "
+                  "measured models on relative depth (depth / L: 0 = embeddings, 1 = last block)."), ""]
         overlays = [c for c in charts if c.get("overlay")]
         if overlays:
             head += [f"### Every measured model on relative depth ({overlays[0]['model']})", ""]
@@ -679,10 +800,41 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
     return "\n".join(head)
 
 
+def model_summaries(rows: list[dict]) -> list[str]:
+    """One line per measured model (its verdicts, its measurements, what did not run), then
+    one line for the models without weights here: what a terminal shows (never a table)."""
+    lines = []
+    facts = {}
+    for row in rows:
+        if row.get("_facts") and row["model"] not in facts:
+            facts[row["model"]] = row["_facts"]
+    for model, f in facts.items():
+        own = [r for r in rows if r["model"] == model]
+        counts = summary_counts([r for r in own if outcome_kind(r["verdict"]) != "measurement"])
+        text = summary_text(counts)
+        answers = [f"{r['claim']}: {r['verdict']}" for r in own if outcome_kind(r["verdict"]) == "measurement"]
+        same = f", the weights of {f['identity']}" if f.get("identity") and f["identity"] != model else ""
+        lines.append(f"{model} (L={f['layers']}{same}): {text}" + (f"; {', '.join(answers)}" if answers else ""))
+    missing: dict[str, int] = {}
+    for r in rows:
+        if published_only(r):
+            missing[r["model"]] = missing.get(r["model"], 0) + 1
+    if missing:
+        counts = ", ".join(f"{m} ({n} claim{'' if n == 1 else 's'})" for m, n in missing.items())
+        lines.append(f"not run, no weights here: {counts} (findings.md says how to supply them)")
+    return lines
+
+
+def _matrix_note_count(rows: list[dict]) -> int:
+    return len(matrix_markdown(claims_matrix(rows))[1])
+
+
 def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -> dict:
     out = {
-        "summary": {"checks": len(rows), **summary_counts(rows)},
-        "rows": [{k: row.get(k, "") for k in [*COLUMNS, "reason"]} for row in rows],
+        "summary": summary_counts(rows),
+        # every row in full; `published_only`: a claim on a model whose weights are not here
+        "rows": [{**{k: row.get(k, "") for k in [*COLUMNS, "reason"]}, "published_only": published_only(row)}
+                 for row in rows],
         "matrix": claims_matrix(rows),
     }
     if context:
@@ -801,8 +953,11 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dic
 
 
 def _draw_and_write(CH, reports, sentences, extra, rows, staging: Path) -> dict:
+    from .lab import progress_step
+
     ctx = CH.ChartContext.load(sentences.name)
-    charts, not_drawn = CH.draw_all(reports, ctx, staging, extra)
+    with progress_step(f"drawing the charts of {', '.join(r.name for r in reports) or 'no model'}"):
+        charts, not_drawn = CH.draw_all(reports, ctx, staging, extra)
     context = {
         "sentence set": f"{sentences.name} ({len(sentences.sentences)} sentences, "
                         f"{len(sentences.retrieval)} retrieval items, {len(sentences.pairs)} pairs)",

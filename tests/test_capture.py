@@ -77,7 +77,7 @@ def test_padding_nan_is_ignored(minilm):
 
 def test_missing_registered_model_says_how_to_supply_it():
     msg = C.how_to_supply(C.resolve("mxbai").spec)
-    assert "--model-path mxbai=DIR" in msg and "HF_HOME" in msg
+    assert "--model-path=mxbai=DIR" in msg and "HF_HOME" in msg
 
 
 @pytest.mark.parametrize(("make", "match"), [

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -13,8 +15,8 @@ def test_real_model_checks_skip_cleanly_without_weights(tmp_path):
                           env=_isolated_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed" not in proc.stdout.splitlines()[-1]
-    assert "pass --model-path mxbai=DIR" in proc.stdout
-    assert "pass --model-path colbert=DIR" in proc.stdout
+    assert "pass --model-path=mxbai=DIR" in proc.stdout
+    assert "pass --model-path=colbert=DIR" in proc.stdout
 
 
 def test_require_models_fails_without_weights(tmp_path):
@@ -71,3 +73,21 @@ def test_update_baselines_outside_a_checkout_needs_recorded_dir(monkeypatch):
                                                 r"pass --recorded-dir DIR to record the baselines there$"):
         plugin.pytest_configure(config)
     assert {line.split(":")[0] for line in config.markers} >= {"minilm", "mxbai", "colbert", "any_model"}
+
+
+def test_a_directory_with_a_registered_models_weights_takes_its_name_for_verdicts():
+    """Issue 24: the xfail marks of `--model=DIR` are those of the registered model whose
+    weights (sha256) the directory holds; decided at collection, no model loaded."""
+    from geometry_checks import capture
+    from geometry_checks import plugin as P
+
+    class Config:
+        stash = pytest.Stash()
+
+        def getoption(self, name):
+            return []
+
+    config = Config()
+    assert P.verdict_identity(config, str(capture.bundled_minilm_dir())) == "minilm"
+    assert P.verdict_identity(config, "mpnet") == "mpnet"
+    assert P.verdict_identity(config, "/nonexistent/model-dir") == "/nonexistent/model-dir"  # its error comes later

@@ -450,7 +450,7 @@ def test_regenerate_hints_carry_the_runs_options(tmp_path):
             return self.options.get(name)
 
     extra = P._run_options(Config(), {"mxbai": "/models/mxbai"})
-    assert f"--recorded-dir {tmp_path / 'rec'}" in extra and "--model-path mxbai=/models/mxbai" in extra
+    assert f"--recorded-dir {tmp_path / 'rec'}" in extra and "--model-path=mxbai=/models/mxbai" in extra
     assert f"--sentences '{tmp_path / 'my set.json'}'" in extra
     B.set_run_options(extra)
     try:
@@ -465,8 +465,8 @@ def test_uncached_hub_id_hint_works(monkeypatch):
     monkeypatch.setattr(C, "hub_cache_dir", lambda *a, **k: None)
     ref = C.resolve("someorg/some-encoder")
     message = C.how_to_supply(ref.spec)
-    assert "--model DIR" in message and "--model-path" not in message
-    assert "--model-path minilm=DIR" in C.how_to_supply(C.MODELS["minilm"])
+    assert "--model=DIR" in message and "--model-path" not in message
+    assert "--model-path=minilm=DIR" in C.how_to_supply(C.MODELS["minilm"])
 
 
 def test_comments_only_file_is_not_called_empty(tmp_path):

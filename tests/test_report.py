@@ -81,7 +81,7 @@ def user(tmp_path_factory):
          "--device", "cpu"],
         check=False, capture_output=True, text=True, cwd=ROOT, timeout=600, env=_isolated_env(tmp))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"out": out, "stdout": proc.stdout, "md": (out / "findings.md").read_text(),
+    return {"out": out, "stdout": proc.stdout, "stderr": proc.stderr, "md": (out / "findings.md").read_text(),
             "json": json.loads((out / "findings.json").read_text())}
 
 
@@ -103,6 +103,19 @@ def parse_table(markdown: str) -> tuple[list[str], list[dict]]:
     assert all(re.fullmatch(r":?-+:?", c) for c in cells(block[1])), block[1]
     rows = [dict(zip(header, cells(line), strict=True)) for line in block[2:]]
     return header, rows
+
+
+def checks_table(markdown: str) -> tuple[list[str], list[dict]]:
+    """The table of every check on a measured model (after the matrix)."""
+    return parse_table(markdown.split("## Every check on the measured models", 1)[1])
+
+
+def published_only_items(markdown: str) -> list[str]:
+    """The lines of the folded published-only section (one per claim not run for want of weights)."""
+    if "## Published only" not in markdown:
+        return []
+    section = markdown.split("## Published only", 1)[1].split("</details>", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("- `")]
 
 
 def linked_images(markdown: str) -> list[str]:
@@ -129,24 +142,37 @@ def assert_valid_png(path: Path) -> None:
 # --------------------------------------------------------------------------- the table
 
 
-def test_markdown_parses_as_one_row_per_check(core):
-    header, rows = parse_table(core["path"].read_text())
+def test_markdown_leads_with_the_matrix_then_one_row_per_measured_check(core):
+    md = core["path"].read_text()
+    # what was measured comes first: the summary line, then the matrix, then the checks
+    assert md.index("## Claims across models") < md.index("## Every check on the measured models") \
+        < md.index("## Published only")
+    assert parse_table(md)[0][:2] == ["claim", "finding"]  # the first table is the matrix
+    header, rows = checks_table(md)
     assert header == R.COLUMNS
-    expected = {(cid, "+".join(c.models)) for cid, c in CL.load_article_claims().items()}
-    expected |= {(cid, model) for cid in CL.dense_claims() for model in ("minilm", core["directory"])}
-    assert len(rows) == len(expected)
-    assert {(r["claim"], r["model"]) for r in rows} == expected
-    assert all(r["verdict"] in ("passed", "failed", "xfailed", "xpassed", "not run") for r in rows)
+    measured = {(cid, model) for cid in CL.dense_claims() for model in ("minilm", core["directory"])}
+    assert {(r["claim"], r["model"]) for r in rows} == measured and len(rows) == len(measured)
+    assert all(r["verdict"] in ("passed", "failed", "xfailed", "xpassed") for r in rows)
+    # the article's claims (no weights here) folded into one section: one line each, after the table
+    items = published_only_items(md)
+    assert len(items) == len(CL.load_article_claims())
+    assert "<details><summary>" in md.split("## Published only", 1)[1]
+    assert "…" not in md  # no cell is cut
 
 
-def test_findings_json_is_the_twin_of_the_table(core):
-    _, md_rows = parse_table(core["path"].read_text())
+def test_findings_json_is_the_twin_of_the_tables(core):
+    md = core["path"].read_text()
+    _, md_rows = checks_table(md)
     data = json.loads(core["path"].with_suffix(".json").read_text())
-    assert [(r["claim"], r["model"], r["verdict"]) for r in data["rows"]] == \
+    measured = [r for r in data["rows"] if not r["published_only"]]
+    assert [(r["claim"], r["model"], r["verdict"]) for r in measured] == \
         [(r["claim"], r["model"], r["verdict"]) for r in md_rows]
-    assert data["summary"]["checks"] == len(md_rows)
-    assert sum(v for k, v in data["summary"].items() if k != "checks") == len(md_rows)
-    assert {c["file"] for c in data["charts"]} == set(linked_images(core["path"].read_text()))
+    assert len(data["rows"]) - len(measured) == len(published_only_items(md))
+    summary = data["summary"]
+    assert summary["checks"] == len(data["rows"])
+    assert sum(summary["verdicts"].values()) + summary["not run"] + sum(summary["measurements"].values()) \
+        == len(data["rows"])
+    assert {c["file"] for c in data["charts"]} == set(linked_images(md))
 
 
 def test_minilm_dense_checks_pass_and_article_claims_are_not_run(core):
@@ -157,18 +183,22 @@ def test_minilm_dense_checks_pass_and_article_claims_are_not_run(core):
     assert all(r["verdict"] == "not run" for r in article)
 
 
-def test_not_run_rows_are_short_and_say_once_how_to_supply_weights(core):
+def test_published_only_rows_are_one_line_each_and_say_once_how_to_supply_weights(core):
     md = core["path"].read_text()
-    _, rows = parse_table(md)
-    not_run = [r for r in rows if r["verdict"] == "not run"]
-    assert not_run
-    for r in not_run:
+    items = published_only_items(md)
+    article = CL.load_article_claims()
+    assert [re.match(r"- `([^`]+)`", line)[1] for line in items] == list(article)
+    for line in items:  # the published figure, never a measurement
+        cid = re.match(r"- `([^`]+)`", line)[1]
+        assert f"Published: {' '.join(article[cid].published.split())}" in line
+    data = json.loads(core["path"].with_suffix(".json").read_text())
+    for r in (r for r in data["rows"] if r["published_only"]):
         assert r["measured"] == "not run: weights not found"
-        model = r["model"].split("+")[0]
-        assert f"--model-path {model}=DIR" in r["notes"]
-    # the full instruction (with the download command) once per model, below the table
+        assert f"--model-path={r['model'].split('+')[0]}=DIR" in r["notes"]  # the `=` form
+    # the full instruction (with the download command) once per model, below the tables
     assert md.count("huggingface-cli download mixedbread-ai/mxbai-embed-large-v1") == 1
     assert md.count("huggingface-cli download jinaai/jina-colbert-v2") == 1
+    assert "pass --model-path=mxbai=DIR" in md
     longest = max(len(line) for line in md.splitlines() if line.startswith("|"))
     assert longest < 1000, f"a table line is {longest} characters long"
 
@@ -178,7 +208,9 @@ def test_mxbai_pooled_rows_name_its_own_cls_pooling(core):
     assert rows["recall-hard"]["pooling"] == "mean (own: cls)"
     assert rows["matryoshka-bands"]["pooling"] == "mean (own: cls)"
     assert rows["collapse"]["pooling"] == ""  # token-cloud metric: no pooling
-    assert "pools with CLS" in core["path"].read_text()
+    md = core["path"].read_text()
+    assert "pools with CLS" in md
+    assert any(line.startswith("- `recall-hard` (mxbai, pooled: mean (own: cls))") for line in published_only_items(md))
 
 
 # --------------------------------------------------------------------------- the charts
@@ -208,7 +240,8 @@ def test_every_chart_is_titled_with_model_and_set_and_draws_published_dashed(cor
             if "(published)" in label:
                 assert line.get_linestyle() == "--", (spec.key, label)
             elif label.startswith("minilm"):
-                assert line.get_linestyle() == "-", (spec.key, label)
+                assert line.get_linestyle() != "--", (spec.key, label)
+                assert line.get_color() == CH.model_color("minilm"), (spec.key, label)
         if spec.overlay:  # every per-depth chart: relative depth, 0..1
             assert ax.get_xlabel().startswith("relative depth"), (spec.key, ax.get_xlabel())
             measured = [line for line in ax.get_lines() if (line.get_label() or "").startswith("minilm")]
@@ -235,13 +268,18 @@ def test_models_of_different_depth_overlay_on_relative_depth_with_published_dash
             line = lines[f"{name} {which}"]
             xs = list(line.get_xdata())
             assert xs == pytest.approx([d / (depths - 1) for d in range(depths)])  # x = depth / L, 0..1
-            assert line.get_linestyle() == "-"
+            assert line.get_linestyle() != "--"  # measured: never the published dashes
     published = lines["mxbai within-sentence (published)"]
     assert published.get_linestyle() == "--"
     assert list(published.get_xdata()) == pytest.approx([d / 24 for d in range(25)])
-    # the same model's two quantities share its marker; the two models' markers differ
-    assert lines["six within-sentence (intra)"].get_marker() == lines["six cross-sentence baseline"].get_marker()
-    assert lines["six within-sentence (intra)"].get_marker() != lines["twelve within-sentence (intra)"].get_marker()
+    # colour is the model's, line style the quantity's (issue 24): the same model's two
+    # quantities share its colour and differ in style; the two models differ in colour
+    six_in, six_cross = lines["six within-sentence (intra)"], lines["six cross-sentence baseline"]
+    twelve_in = lines["twelve within-sentence (intra)"]
+    assert six_in.get_color() == six_cross.get_color() != twelve_in.get_color()
+    assert six_in.get_linestyle() != six_cross.get_linestyle()
+    assert six_in.get_linestyle() == twelve_in.get_linestyle() and six_in.get_marker() == twelve_in.get_marker()
+    assert published.get_color() == CH.model_color("mxbai")  # the published curve in its model's colour
 
 
 def test_a_model_without_a_metric_is_left_out_of_an_overlay_with_a_note(tmp_path):
@@ -334,7 +372,7 @@ def test_report_on_a_user_sentence_file(user):
         assert re.search(rf"- {re.escape(title)} \(minilm[^)]*\): .*{why}", not_drawn), (title, not_drawn)
     for key in ("recall", "pair-cosine", "matryoshka-bands", "discriminative-dims"):
         assert not (out / f"{key}.png").exists()
-    _, rows = parse_table(md)
+    _, rows = checks_table(md)
     by_claim = {r["claim"]: r for r in rows if r["model"] == "minilm"}
     assert by_claim["dense-negation-late"]["verdict"] == "not run"
     assert "no pairs" in by_claim["dense-negation-late"]["measured"]
@@ -395,7 +433,7 @@ FAKE_TESTS = textwrap.dedent("""
 
     @pytest.mark.parametrize("claim,model", [(CLAIMS["colbert-spread"], "colbert")], ids=["skip"])
     def test_skips(claim, model):
-        pytest.skip("weights for colbert (jinaai/jina-colbert-v2) not found: pass --model-path colbert=DIR "
+        pytest.skip("weights for colbert (jinaai/jina-colbert-v2) not found: pass --model-path=colbert=DIR "
                     "(a local copy of the model) or put it in the Hugging Face cache (HF_HOME)")
 
     # dense claims on two fabricated models of different depth: the run's matrix
@@ -432,19 +470,26 @@ def test_findings_md_reflects_real_pytest_outcomes(tmp_path):
         check=False, capture_output=True, text=True, cwd=tmp_path, timeout=600,
         env=_isolated_env(tmp_path))
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the deliberate failure fails the run
+    # where it wrote, and one line per measured model, in pytest's terminal summary
+    assert f"geometry-checks: wrote {out} and {out.with_suffix('.json')}: 8 checks: " in proc.stdout
+    assert "geometry-checks: minilm (L=6): 2 verdicts (2 passed)" in proc.stdout
+    assert "geometry-checks: mpnet (L=12): 2 verdicts (1 passed, 1 xfailed)" in proc.stdout
     md = out.read_text()
-    _, rows = parse_table(md)
+    _, rows = checks_table(md)
     by_claim = {r["claim"]: r for r in rows if r["model"] in ("mxbai", "colbert")}
-    assert len(rows) == 8
+    assert len(rows) == 7  # the skipped colbert claim (no weights) is in the published-only section
+    assert [line.split("`")[1] for line in published_only_items(md)] == ["colbert-spread"]
     assert by_claim["collapse"]["verdict"] == "passed"
     assert by_claim["baseline-gap"]["verdict"] == "failed"
     assert "intra at 24: 0.500 vs 0.880" in by_claim["baseline-gap"]["notes"]
     assert by_claim["late-writes"]["verdict"] == "xfailed"
     assert "known: 0.5 not 0.9" in by_claim["late-writes"]["notes"]
-    assert by_claim["colbert-spread"]["verdict"] == "skipped"
-    assert by_claim["colbert-spread"]["measured"] == "not run: weights not found"
     data = json.loads(out.with_suffix(".json").read_text())
-    assert data["summary"] == {"checks": 8, "passed": 4, "failed": 1, "xfailed": 2, "skipped": 1}
+    skipped = next(r for r in data["rows"] if r["claim"] == "colbert-spread")
+    assert skipped["verdict"] == "skipped" and skipped["published_only"]
+    assert skipped["measured"] == "not run: weights not found"
+    assert data["summary"] == {"checks": 8, "verdicts": {"passed": 4, "failed": 1, "xfailed": 2}, "not run": 1,
+                               "measurements": {}}
     # the models the run measured, side by side
     header, matrix = matrix_table(md)
     assert header[2:4] == ["minilm (L=6)", "mpnet (L=12)"]
@@ -529,8 +574,9 @@ def test_matrix_is_in_findings_md_and_json_alike(tmp_path):
     assert "not counted" in md.split("## Claims across models", 1)[1].split("|", 1)[0]
     data = json.loads((tmp_path / "findings.json").read_text())
     assert data["matrix"] == json.loads(json.dumps(R.claims_matrix(rows)))
-    # the table of every check is still the first table, unchanged
-    assert parse_table(md)[0] == R.COLUMNS
+    # the matrix is the first table; the table of every check follows, its columns unchanged
+    assert parse_table(md)[0] == header
+    assert checks_table(md)[0] == R.COLUMNS
 
 
 def test_published_figure_is_labelled_with_its_relative_depth():
@@ -595,17 +641,24 @@ def test_open_question_answers_stand_side_by_side_in_the_matrix():
 
 
 def test_core_report_matrix_has_a_column_per_measured_model(core):
-    header, table = matrix_table(core["path"].read_text())
+    md = core["path"].read_text()
+    header, table = matrix_table(md)
     slug = CH.slug(core["directory"])
-    assert header[2:4] == ["minilm (L=6)", f"{slug} (L=6) (directory)"]
+    # MiniLM's own directory holds MiniLM's weights (sha256): it is MiniLM for its verdicts
+    assert header[2:4] == ["minilm (L=6)", f"{slug} (L=6) (= minilm)"]
+    assert f"`{core['directory']}` has the weights of the registered `minilm`" in md
     main = [r for r in table if not r["claim"].endswith("(fixed form)")]
     assert [r["claim"] for r in main] == list(CL.dense_claims())
-    # MiniLM passes every dense claim; its own directory, unregistered, is shown but not counted
+    # MiniLM passes every dense claim; the same weights twice count once
     assert all(r["holds"] == "1 of 1" for r in main), main
     assert all(r["minilm (L=6)"].endswith(": pass") for r in main)
-    # a claim that counts depths: its fixed form (the article's count taken literally) beside it
+    # a claim that counts depths: its fixed form (the article's count taken literally) beside it,
+    # where that count is less than half of L = 6: only 'the last 2 depths' of dense-late-writes
     fixed = [r["claim"].removesuffix(" (fixed form)") for r in table if r["claim"].endswith("(fixed form)")]
-    assert fixed == [cid for cid in CL.dense_claims() if cid in CL.DEPTH_FORMS]
+    assert fixed == ["dense-late-writes"]
+    rows = {r["claim"]: r for r in core["rows"] if r["model"] == "minilm"}
+    assert "fixed 5" not in rows["dense-late-separability"]["measured"]
+    assert "last 5" not in rows["dense-stable-norms"]["measured"]
 
 
 def test_report_with_no_model_measures_every_registered_model_present(user, monkeypatch):
@@ -615,7 +668,14 @@ def test_report_with_no_model_measures_every_registered_model_present(user, monk
     models = user["json"]["matrix"]["models"]
     assert [m["name"] for m in models] == expected
     assert all(m["kind"] == "registered" for m in models)
-    assert f"claims across models ({', '.join(expected)}):" in user["stdout"]
+    # the terminal: one line per model and where it wrote, never a table
+    lines = user["stdout"].splitlines()
+    for name in expected:
+        assert any(line.startswith(f"{name} (L=") and " verdicts (" in line for line in lines), user["stdout"]
+    assert lines[-1].startswith(f"wrote {user['out'] / 'findings.md'} and findings.json beside it: ")
+    assert not any(line.startswith("|") for line in lines) and max(map(len, lines)) < 200
+    # not a terminal: no progress bar in the output (tqdm writes only to a terminal)
+    assert "\r" not in user["stderr"] and "loading [" not in user["stderr"]
     header, table = matrix_table(user["md"])
     assert [h.split(" (L=")[0] for h in header[2:-2]] == expected
     by_claim = {r["claim"]: r for r in table}
@@ -661,3 +721,151 @@ def test_report_command_restricts_to_model_and_defaults_to_every_model_present(t
     assert cli.main(["report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "no registered model's weights are present" in err
+
+
+# --------------------------------------------------------------------------- issue 24: what a reader trips on
+
+
+def test_no_cell_is_cut_a_long_one_moves_whole_to_a_note(tmp_path):
+    claim = CL.dense_claims()["dense-collapse"]
+    long_detail = "the ratio " + " ".join(f"{d}:{0.1 * d:.3f}" for d in range(60)) + " END"
+    row = R._row(claim, "minilm", _verdict(claim.id, "minilm", False, "intra 0.1 -> 0.2 (2.0x)"), "failed",
+                 long_detail)
+    row["_facts"] = {"layers": 6, "kind": "registered"}
+    R.write_findings([row], tmp_path / "findings.md")
+    md = (tmp_path / "findings.md").read_text()
+    assert "…" not in md
+    _, rows = checks_table(md)
+    cell = rows[0]["notes"]
+    n = re.fullmatch(r"\(note (\d+)\)", cell)[1]
+    note = next(line for line in md.splitlines() if line.startswith(f"{n}. `dense-collapse` / minilm, notes: "))
+    assert note.endswith(" END") and long_detail in note  # the whole text, in one place
+    assert max(len(line) for line in md.splitlines() if line.startswith("|")) < 1000
+
+
+def test_measurements_are_not_counted_as_verdicts():
+    from geometry_checks import openquestion as OQ
+
+    rows = _fabricated_rows()
+    m = _oq_measurement("minilm", [0.1, 0.3, 0.2, 0.5], [None, 0.4, 0.35, 0.6], [0.1, 0.6, 0.5, 0.2])
+    rows.append({**{k: "" for k in R.COLUMNS}, "reason": "", **OQ.open_question_row(m),
+                 "_facts": {"layers": 6, "kind": "registered"}})
+    counts = R.summary_counts(rows)
+    assert counts == {"checks": 10, "verdicts": {"passed": 4, "failed": 2, "xfailed": 1}, "not run": 2,
+                      "measurements": {"answered": 1}}
+    assert R.summary_text(counts) == "7 verdicts (4 passed, 2 failed, 1 xfailed); 2 not run; 1 measurement (1 answered)"
+    # an outcome is a verdict only where OUTCOMES says so (a new one, inconclusive, is one entry)
+    assert R.outcome_kind("inconclusive") == "verdict" and R.outcome_kind("no dip") == "measurement"
+    assert R.outcome_kind("skipped") == R.outcome_kind("not run") == "not run"
+    lines = R.model_summaries(rows)
+    assert lines[0] == "minilm (L=6): 2 verdicts (1 passed, 1 failed); 1 not run; open-question: answered"
+
+
+def test_help_names_every_registered_model_shows_defaults_and_cites_docs_metrics(capsys):
+    from geometry_checks import cli
+    from geometry_checks.registry import MODELS
+
+    def helptext(*argv):
+        with pytest.raises(SystemExit):
+            cli.main([*argv, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    top = helptext()
+    assert "docs/metrics.md" in top and "METRICS.md" not in top.replace("docs/metrics.md", "")
+    for command in ("measure", "report"):
+        text = helptext(command)
+        assert f"({', '.join(MODELS)})" in text, text  # the registry's names, mpnet included
+        assert "(default: auto)" in text and "(default: float32)" in text and "(default: 64)" in text
+        assert "where the forward passes run" in text  # --device explained
+        assert "the precision the model runs in" in text  # --dtype explained
+        assert "--model-path=NAME=DIR" in text and "(default: [])" not in text and "(default: False)" not in text
+    assert "(default: minilm)" in helptext("measure")
+
+
+def test_fixed_form_shown_only_where_it_covers_less_than_half_the_depth():
+    assert CL.fixed_form_shown(2, 6) and not CL.fixed_form_shown(5, 6)  # MiniLM: 'last 5' is most of it
+    assert CL.fixed_form_shown(5, 12) and not CL.fixed_form_shown(6, 12)
+    m = _depth_measurement("six", 7, token_norm=[1.0] * 7, delta_coherence=[None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    dense = CL.dense_claims()
+    push = CL.run_dense_check(dense["dense-coherent-push"], m, "six")
+    assert push.fixed_form == "" and push.relative_form  # 'the last 5 depths 2..6' of 6: not shown
+    norms = CL.run_dense_check(dense["dense-stable-norms"], m, "six")
+    assert norms.fixed_form == "" and "last 5" not in norms.measured
+    m12 = _depth_measurement("twelve", 13, token_norm=[1.0] * 13)
+    assert CL.run_dense_check(dense["dense-stable-norms"], m12, "twelve").fixed_form.startswith("last 5 depths")
+
+
+def test_each_model_has_one_colour_on_every_chart():
+    ctx = CH.ChartContext.load("core")
+    a = _depth_measurement("minilm", 7, write_depth_histogram=[0, 1, 0, 0, 0, 2, 9])
+    b = _depth_measurement("mpnet", 13, write_depth_histogram=[0] * 12 + [5])
+    colours = {}
+    for reports in ([CH.ModelReport("minilm", a), CH.ModelReport("mpnet", b)], [CH.ModelReport("mpnet", b)]):
+        for draw in (CH.chart_cosine, CH.chart_write_depth, CH.chart_dense_vs_colbert):
+            for line in draw(ctx, reports).axes[0].get_lines():
+                name = (line.get_label() or "").split(" ")[0].rstrip(",")
+                if name in ("minilm", "mpnet", "mxbai", "jina-colbert-v2"):
+                    colours.setdefault(name, set()).add(line.get_color())
+    assert all(len(c) == 1 for c in colours.values()), colours  # whatever the chart, whichever models it shows
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # and no two models share one
+    assert colours["minilm"] == {CH.model_color("minilm")} and colours["jina-colbert-v2"] == {CH.model_color("colbert")}
+
+
+def test_progress_is_a_tqdm_line_on_a_terminal_and_nothing_elsewhere(monkeypatch):
+    import io
+
+    from geometry_checks import lab as L
+
+    quiet = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    with L.progress_step("minilm: loading"):
+        pass
+    assert quiet.getvalue() == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    monkeypatch.setattr(sys, "stderr", tty)
+    with L.progress_step("minilm: loading"):
+        pass
+    assert "minilm: loading [00:00]" in tty.getvalue()
+    with L.progress_step("minilm: loading", enabled=False):
+        pass
+    assert tty.getvalue().count("minilm: loading") == 1
+
+
+@pytest.mark.mpnet
+def test_the_same_weights_get_the_same_expected_failures_named_or_as_a_directory(tmp_path_factory):
+    """MPNet's real directory given as a directory model is mpnet for its verdicts (sha256 of
+    its weights file): the same two expected failures, never two FAILs; MiniLM's likewise."""
+    from geometry_checks import fetch
+    from geometry_checks.checks import test_claims as TC
+    from geometry_checks.lab import Lab, identity_for
+    from geometry_checks.registry import MODELS
+
+    try:
+        directory = str(fetch.ensure_extracted(MODELS["mpnet"]))
+    except Exception as exc:  # noqa: BLE001 - the mpnet extra is not installed here
+        pytest.skip(f"mpnet weights not available: {exc}")
+    assert identity_for(directory) == "mpnet"
+    assert identity_for(str(capture.bundled_minilm_dir())) == "minilm"
+    assert identity_for(str(tmp_path_factory.mktemp("nothing"))) == str(tmp_path_factory.getbasetemp() / "nothing0")
+    # pytest: the --model=DIR checks are collected with mpnet's strict xfails
+    params = list(TC._dense_params([directory], identity_for))
+    xfails = {p.values[0].id for p in params if any(m.name == "xfail" for m in p.marks)}
+    assert xfails == {cid for (model, cid) in CL.EXPECTED_FAILURES if model == "mpnet"}
+    # the report: the same outcomes as `mpnet`, said in provenance and in the matrix
+    lab = Lab(device="cpu")
+    rows = R.rows_from_lab(lab, ["mpnet", directory])
+    outcome = {(r["claim"], r["model"]): r["verdict"] for r in rows if r["model"] in ("mpnet", directory)}
+    for cid in CL.dense_claims():
+        assert outcome[(cid, directory)] == outcome[(cid, "mpnet")], cid
+    assert sorted(cid for (cid, model), v in outcome.items() if model == directory and v == "xfailed") == sorted(xfails)
+    assert lab.measurement(directory).provenance["same_weights_as"] == "mpnet"
+    matrix = R.claims_matrix(rows)
+    column = next(m for m in matrix["models"] if m["name"] == directory)
+    assert column["identity"] == "mpnet" and column["column"].endswith("(= mpnet)")
+    late = next(r for r in matrix["rows"] if r["claim"] == "dense-late-writes")
+    assert late["holds"]["of"] == 1  # the same weights twice count once
