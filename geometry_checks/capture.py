@@ -111,8 +111,10 @@ def spec_from_config(name: str, hub_id: str, directory: Path | None, base: Model
 def resolve(model: str, model_paths: dict[str, str] | None = None) -> ModelRef:
     """Turn a registered name, a directory or a hub ID into a ModelRef (no weights are read yet)."""
     model_paths = model_paths or {}
-    if model in ALL_MODELS:  # listed or not (registry.ModelSpec.listed): loadable by name
-        spec = ALL_MODELS[model]
+    # MODELS first (the plugin's --latest-revision rewrites its entries), then the registered
+    # models kept out of the default list (registry.ModelSpec.listed): loadable by name too
+    spec = MODELS.get(model) or ALL_MODELS.get(model)
+    if spec is not None:
         if model in model_paths:
             directory = Path(model_paths[model]).expanduser()
             check_model_dir(directory, f"--model-path {model}")
