@@ -10,6 +10,7 @@ clone on PYTHONPATH: pytest registers it once when both apply.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import warnings
@@ -34,6 +35,11 @@ WRITTEN_KEY = pytest.StashKey[list]()
 IDENTITY_KEY = pytest.StashKey[dict]()
 # where --findings-md wrote, and its summary lines, for the terminal summary
 FINDINGS_KEY = pytest.StashKey[list]()
+# pytest-xdist: the controller's share of what the workers found (the workers run the tests; the
+# controller prints the summary and writes --findings-md). See _worker_output / pytest_testnodedown.
+XDIST_ROWS_KEY = pytest.StashKey[list]()
+XDIST_ORDER_KEY = pytest.StashKey[dict]()
+WORKER_OUTPUT = "geometry_checks"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -115,6 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[ROWS_KEY] = []
     config.stash[NOTES_KEY] = {}
     config.stash[WRITTEN_KEY] = []
+    config.stash[XDIST_ROWS_KEY] = []
     if config.getoption("--latest-revision"):
         from . import registry
 
@@ -357,14 +364,75 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     return report
 
 
+# --- pytest-xdist (issue 24): the workers' records reach the controller ----------------------
+# Under `pytest -n N` each worker runs its tests and holds their records and its Lab; the
+# controller runs no test but prints the summary and writes --findings-md. So each worker turns
+# its records into findings rows (rows_from_pytest needs the worker's measurements) and sends
+# them, with the baselines it recorded and its provenance notes, in xdist's `workeroutput` (plain
+# data only). The controller sorts the rows into collection order, which is what a single-process
+# run writes, so findings.md does not depend on which worker ran what.
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _worker_output(config: pytest.Config) -> None:
+    rows = []
+    if config.getoption("--findings-md"):
+        from .report import rows_from_pytest
+
+        records = config.stash[ROWS_KEY]
+        rows = [[r["nodeid"], row] for r, row in zip(records, rows_from_pytest(records))]
+    # execnet carries only plain data: a JSON round trip makes sure (findings.json is JSON anyway)
+    config.workeroutput[WORKER_OUTPUT] = json.loads(json.dumps({
+        "rows": rows,
+        "written": [str(p) for p in config.stash[WRITTEN_KEY]],
+        "notes": config.stash[NOTES_KEY],
+    }, default=str))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    """Controller: every worker collects the same items; their order orders the rows."""
+    if XDIST_ORDER_KEY not in node.config.stash:
+        node.config.stash[XDIST_ORDER_KEY] = {nodeid: i for i, nodeid in enumerate(ids)}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """Controller: a worker finished; take what it found (nothing if it crashed)."""
+    out = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT)
+    if not out:
+        return
+    config = node.config
+    config.stash[XDIST_ROWS_KEY].extend(tuple(pair) for pair in out["rows"])
+    config.stash[WRITTEN_KEY].extend(Path(p) for p in out["written"])
+    for model, notes in out["notes"].items():
+        config.stash[NOTES_KEY].setdefault(model, {}).update(notes)
+
+
+def _findings_rows(config: pytest.Config) -> list[dict]:
+    from .report import rows_from_pytest
+
+    rows = rows_from_pytest(config.stash[ROWS_KEY])  # a single-process run's (none on a controller)
+    order = config.stash.get(XDIST_ORDER_KEY, {})
+    pairs = sorted(config.stash[XDIST_ROWS_KEY], key=lambda pair: (order.get(pair[0], len(order)), pair[0]))
+    return rows + [row for _, row in pairs]
+# --- end pytest-xdist ----------------------------------------------------------------------------
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _is_worker(session.config):
+        _worker_output(session.config)
+        return
     path = session.config.getoption("--findings-md")
     if not path:
         return
-    from .report import model_summaries, rows_from_pytest, summary_counts, summary_text, write_findings
+    from .report import model_summaries, summary_counts, summary_text, write_findings
 
     try:
-        rows = rows_from_pytest(session.config.stash[ROWS_KEY])
+        rows = _findings_rows(session.config)
         write_findings(rows, Path(path))
         # said in the terminal summary (issue 24): one line per model and where it wrote
         session.config.stash[FINDINGS_KEY] = [

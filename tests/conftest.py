@@ -1,6 +1,7 @@
 """Shared test fixtures: stand-in model directories, built once per session."""
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -32,6 +33,22 @@ def standin_dirs(tmp_path_factory):
 # loads (or, for the stand-ins, builds) only the models its tests use. Without xdist the
 # marks are inert. docs/performance.md has the command.
 MODEL_GROUPS = ("standin", "mxbai", "colbert", "minilm", "mpnet", "any_model")
+
+
+def pytest_configure(config):
+    """An xdist worker takes its share of the cores for torch's intra-op threads (issue 24).
+
+    torch starts as many threads as there are cores in every process: two workers on two cores
+    would run four, and OpenMP threads that outnumber the cores slow each other down (the
+    batched small SVDs of docs/performance.md's "Threads" ran up to 60 times slower so). One
+    worker per core, one thread per worker. The subprocesses some tests start are not affected.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers and hasattr(config, "workerinput"):
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // int(workers)))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into "@group" node IDs

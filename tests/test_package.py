@@ -3,9 +3,15 @@ passes; the wheel, installed without -e into a fresh virtual environment, runs t
 `measure` and `pytest --pyargs geometry_checks -m minilm` from an empty directory outside
 the checkout, and gates a user's own model (the README's recipe).
 
-The virtual environment sees the system's packages (`--system-site-packages`: torch and
-transformers are not installed again), which may hold an editable install of this
-repository: the wheel installed into the venv shadows it, and a test says so
+The virtual environment sees the packages of the interpreter running these tests (torch and
+transformers are not installed again): a `.pth` file in its site-packages adds, with
+`site.addsitedir`, every site directory on the running interpreter's `sys.path`, in order.
+Not `--system-site-packages`: run from inside a virtual environment (as the README suggests),
+that option gives the new venv the *base* interpreter's packages, not those of the venv that
+holds torch (issue 24). `site.addsitedir` processes those directories' own `.pth` files too,
+as `--system-site-packages` would, so an editable install of this repository may be among them:
+the added directories come after the venv's own site-packages, and an editable finder after
+the path-based import, so the wheel installed into the venv shadows it; a test says so
 (`geometry_checks.__file__` lies in the venv). Every command runs with PYTHONPATH unset, from
 a temporary directory. Slow (a build, a venv and a few MiniLM runs: minutes), and CI runs it.
 """
@@ -14,8 +20,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -23,7 +31,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.slow, pytest.mark.minilm]
+# its own xdist group: its runs are subprocesses that load MiniLM themselves, so it need not wait
+# behind the in-process MiniLM checks on their worker (tests/conftest.py groups by model otherwise)
+pytestmark = [pytest.mark.slow, pytest.mark.minilm, pytest.mark.xdist_group("package")]
 
 DATA = ("geometry_checks/data/baselines/published/claims.json",
         "geometry_checks/data/baselines/published/embedding-layers.json",
@@ -49,7 +59,7 @@ def _source_copy(dest: Path) -> Path:
         listed = None
     if listed is None:  # not a git checkout: everything but caches and build outputs
         shutil.copytree(ROOT, dest, symlinks=True, ignore=shutil.ignore_patterns(
-            ".git", "__pycache__", "*.egg-info", "build", "dist", ".venv", "mutants", ".hypothesis"))
+            ".git", "__pycache__", "*.egg-info", "build", "dist", ".venv", ".ci-venv", "mutants", ".hypothesis"))
         return dest
     for name in filter(None, listed):
         source, target = ROOT / name, dest / name
@@ -61,6 +71,30 @@ def _source_copy(dest: Path) -> Path:
         else:
             shutil.copy2(source, target)
     return dest
+
+
+def _running_site_dirs() -> list[str]:
+    """The site directories of the interpreter running the tests, in its sys.path order: a
+    venv's own site-packages (and the base interpreter's, where that venv was made with
+    --system-site-packages), the user site, Debian's dist-packages."""
+    names = ("site-packages", "dist-packages")
+    dirs = [p for p in sys.path if p and Path(p).name in names]
+    dirs += site.getsitepackages() + [sysconfig.get_paths()[key] for key in ("purelib", "platlib")]
+    return [d for d in dict.fromkeys(os.path.abspath(d) for d in dirs) if os.path.isdir(d)]
+
+
+def _see_running_packages(python: Path) -> None:
+    """Give the venv at `python` the running interpreter's packages, behind its own."""
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")}
+                             ).stdout.strip()
+    own = Path(purelib)
+    dirs = [d for d in _running_site_dirs() if Path(d) != own]
+    assert dirs, sys.path
+    # an `import` line of a .pth file runs at startup; addsitedir appends (behind the venv's own
+    # site-packages) and reads that directory's .pth files, as --system-site-packages would
+    (own / "_running_interpreter_site.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs) + "\n")
 
 
 def _user_env(tmp: Path, venv: Path) -> dict:
@@ -89,9 +123,10 @@ def installed(tmp_path_factory):
     proc = _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, source], tmp, None)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     venv = tmp / "venv"
-    proc = _run([sys.executable, "-m", "venv", "--system-site-packages", venv], tmp, None)
+    proc = _run([sys.executable, "-m", "venv", venv], tmp, None)
     assert proc.returncode == 0, proc.stderr
     python = venv / "bin" / "python"
+    _see_running_packages(python)
     wheel = next(dist.glob("*.whl"))
     # --force-reinstall: pip would take a system install of the same version (an editable clone)
     # for this one; in a venv it installs beside it and never touches what lies outside the venv.
@@ -131,6 +166,19 @@ def test_the_venv_imports_the_wheel_not_the_checkout(installed):
     python, env, work, _, package = installed
     assert package.parent.parent.parent.parent == python.parent.parent, package  # venv/lib/pythonX.Y/site-packages
     assert ROOT not in package.parents
+
+
+def test_the_venv_sees_the_packages_of_the_interpreter_running_the_tests(installed):
+    """The same torch and transformers as this process: run from a venv, not the base
+    interpreter's (which may have none: issue 24's `No module named 'torch'`)."""
+    import torch
+    import transformers
+
+    python, env, work, _, _ = installed
+    proc = _run([python, "-c", "import torch, transformers; print(torch.__file__); print(transformers.__file__)"],
+                work, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [torch.__file__, transformers.__file__], proc.stdout
 
 
 def test_report_measure_and_pytest_pyargs_from_an_empty_directory(installed):
