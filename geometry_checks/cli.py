@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .paths import DEFAULT_SENTENCES
+from .registry import POOLINGS
 
 # torch is imported by the commands (via .lab), not here: `geometry-checks --help` stays fast.
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default="minilm", help="registered name (minilm, mxbai, colbert), directory or hub ID")
     m.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     m.add_argument("--out", required=True, help="output JSON path")
-    m.add_argument("--pooling", action="append", choices=("mean", "cls"),
+    m.add_argument("--pooling", action="append", choices=POOLINGS,
                    help="pooling(s) for the pooled metrics (default: mean, plus cls where the model pools with CLS)")
     m.add_argument("--sublayers", action="store_true",
                    help="also capture each block's post-attention state and write the open question's curves "
