@@ -101,7 +101,7 @@ def spec_from_config(name: str, hub_id: str, directory: Path | None, base: Model
                 raise InputError(f"{directory}/config.json: {key} must be a positive integer, got {value!r}")
     pooling = read_pooling(directory) if directory is not None else None
     if base is None:
-        layout = dict(ARCHITECTURES.get(model_type, {}))
+        layout = dict(ARCHITECTURES.get(model_type if isinstance(model_type, str) else None, {}))
         if layout.get("causal") and config.get("use_bidirectional_attention"):
             layout["causal"] = False  # EmbeddingGemma: a Gemma3 text model with bidirectional attention
         base = ModelSpec(name=name, hub_id=hub_id, layers=int(layers or 0), hidden_size=int(hidden or 0), marker="any_model",
@@ -1051,7 +1051,7 @@ def check_batch_invariance(loaded: LoadedModel, items: list[tuple[str, str]], me
     if len(texts) >= 2:
         lengths = dict(zip((_model_text(spec, t, r) for t, r in items),
                            (len(x) for x in (token_ids(loaded, items) if ids is None else ids))))
-        order = sorted(texts, key=lambda t: (lengths[t], texts.index(t)))
+        order = [t for _, _, t in sorted((lengths[t], i, t) for i, t in enumerate(texts))]
         longest = order[-1]
         chosen = list(dict.fromkeys(t for t in (order[0], order[len(order) // 2], order[-2]) if t != longest))
         chosen = chosen[:BATCH_INVARIANCE_TEXTS]

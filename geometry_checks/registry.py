@@ -296,8 +296,14 @@ def sentence_transformers_modules(directory: Path) -> list[dict]:
 
 
 def _pooling_config(directory: Path) -> Path:
-    """The Pooling module's config.json: the folder modules.json names, else `1_Pooling`."""
-    for module in sentence_transformers_modules(directory):
+    """The Pooling module's config.json: the folder modules.json names, else `1_Pooling` (also
+    when modules.json does not parse: the suite loads the model with transformers, which does
+    not read it; read_st_pipeline records it as unreadable)."""
+    try:
+        modules = sentence_transformers_modules(directory)
+    except InputError:
+        modules = []
+    for module in modules:
         if str(module.get("type", "")).endswith("Pooling") and module.get("path"):
             return Path(directory) / module["path"] / "config.json"
     return Path(directory) / "1_Pooling" / "config.json"
@@ -325,7 +331,10 @@ def read_st_pipeline(directory: Path) -> dict | None:
     order, the pooling, each Dense module's in/out features and activation, and whether a
     Normalize module ends it. None without modules.json. The suite's pooled vector is the
     Pooling module's output; Dense and Normalize are recorded, not applied."""
-    modules = sentence_transformers_modules(directory)
+    try:
+        modules = sentence_transformers_modules(directory)
+    except InputError as exc:
+        return {"unreadable": str(exc)}
     if not modules:
         return None
     dense = []

@@ -387,3 +387,11 @@ def test_a_decoder_directory_pools_as_its_sentence_transformers_files_say(models
     (target / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     loaded = C.load(C.resolve(str(target)), device="cpu")
     assert loaded.spec.pooling == "mean" and loaded.spec.causal and loaded.provenance["summary_token"] == "last"
+
+
+def test_an_unreadable_modules_json_falls_back_to_1_pooling_and_is_recorded(tmp_path):
+    (tmp_path / "modules.json").write_text("not json")
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert read_pooling(tmp_path) == "cls"
+    assert "unreadable" in read_st_pipeline(tmp_path)["unreadable"]
