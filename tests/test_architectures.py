@@ -395,3 +395,27 @@ def test_an_unreadable_modules_json_falls_back_to_1_pooling_and_is_recorded(tmp_
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
     assert read_pooling(tmp_path) == "cls"
     assert "unreadable" in read_st_pipeline(tmp_path)["unreadable"]
+
+
+@pytest.mark.parametrize("family", ["qwen3", "modernbert"])
+def test_streaming_equals_in_memory_with_the_final_stage_and_the_models_pooling(models, family):
+    """Both measuring paths on a pre-norm model: the same `final` stage metrics, the same
+    pooled curves under the model's own pooling (a decoder's last token), the same
+    cls_mean_alignment read from its summary token; core.json's pairs and retrieval included."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_streaming import CORE, assert_same, both
+
+    _, _, loaded = models(family)
+    poolings = tuple(dict.fromkeys(("mean", loaded.spec.pooling, "cls", "max", "weightedmean")))
+    memory, streamed = both(loaded, CORE, poolings, batch_size=16)
+    deviation = assert_same(memory, streamed)
+    assert set(memory["final"]) == {"intra_sentence_cosine", "cross_sentence_cosine", "sentence_signal",
+                                    "separability_ratio", "token_norm"}
+    assert set(streamed["by_pooling"]) == set(poolings) - {"mean"}
+    assert streamed["provenance"]["summary_token"] == ("last" if loaded.spec.causal else "first")
+    assert streamed["provenance"]["batch_invariance"]["max_rel_diff"] < 1e-4
+    # the final norm's output is another kind of state than depth L (RMS/LayerNorm: norm ~ sqrt(H))
+    assert memory["final"]["token_norm"] != pytest.approx(memory["curves"]["token_norm"][-1], rel=0.05)
+    print(f"\n{family}: streaming vs in memory, largest deviation {deviation:.2e}")
