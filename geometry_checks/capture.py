@@ -27,8 +27,9 @@ from typing import Iterator, Sequence
 
 import torch
 
+from . import metrics as M
 from .errors import InputError
-from .registry import ALL_MODELS, ATTN_OUTPUT_BY_MODEL_TYPE, MODELS, ModelSpec, read_pooling
+from .registry import ALL_MODELS, ARCHITECTURES, MODELS, ModelSpec, read_pooling, read_st_pipeline
 from .sentences import SentenceSet
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -79,8 +80,12 @@ def check_model_dir(path: Path, what: str) -> None:
 
 
 def spec_from_config(name: str, hub_id: str, directory: Path | None, base: ModelSpec | None = None) -> ModelSpec:
-    """A spec for any HF encoder, its shape read from config.json (and pooling from 1_Pooling)."""
+    """A spec for any HF encoder or decoder, its shape read from config.json, its block layout
+    (embedding and block modules, post-attention sublayer, final norm, causal) from
+    registry.ARCHITECTURES by `model_type`, and its pooling from the sentence-transformers
+    files (without them: `lasttoken` for a causal model, `mean` for an encoder)."""
     layers = hidden = model_type = None
+    config = {}
     if directory is not None:
         try:
             config = json.loads((directory / "config.json").read_text())
@@ -94,10 +99,13 @@ def spec_from_config(name: str, hub_id: str, directory: Path | None, base: Model
         for key, value in (("num_hidden_layers", layers), ("hidden_size", hidden)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{directory}/config.json: {key} must be a positive integer, got {value!r}")
-    if base is None:
-        base = ModelSpec(name=name, hub_id=hub_id, layers=int(layers or 0), hidden_size=int(hidden or 0), marker="any_model",
-                         attn_output_module=ATTN_OUTPUT_BY_MODEL_TYPE.get(model_type, "attention.output"))
     pooling = read_pooling(directory) if directory is not None else None
+    if base is None:
+        layout = dict(ARCHITECTURES.get(model_type if isinstance(model_type, str) else None, {}))
+        if layout.get("causal") and config.get("use_bidirectional_attention"):
+            layout["causal"] = False  # EmbeddingGemma: a Gemma3 text model with bidirectional attention
+        base = ModelSpec(name=name, hub_id=hub_id, layers=int(layers or 0), hidden_size=int(hidden or 0), marker="any_model",
+                         pooling=pooling or ("lasttoken" if layout.get("causal") else "mean"), **layout)
     changes = {}
     if pooling and pooling != base.pooling:
         changes["pooling"] = pooling
@@ -322,6 +330,21 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
         raise InputError(f"{spec.name}: {ref.location}: its tokenizer has no fast (Rust) version, which the "
                          "suite needs for word ids and character offsets (add its tokenizer.json)")
     model.eval().to(torch_device)
+    # Right padding, whatever the tokenizer's own side (Qwen3-Embedding's pads left): every
+    # architecture then numbers its positions 0..n-1 as for the text alone (a left-padded
+    # text's positions would shift by its padding unless each model's position ids were
+    # rebuilt), and a causal model's real tokens never attend to a pad. Its last non-pad
+    # token is then at n-1. check_batch_invariance verifies this on every run.
+    padding_side = getattr(tokenizer, "padding_side", "right")
+    tokenizer.padding_side = "right"
+    pad_token_from = None
+    if tokenizer.pad_token is None:  # decoders' tokenizers often have none: pad with EOS (masked out)
+        for kind in ("eos_token", "unk_token", "bos_token"):
+            if getattr(tokenizer, kind, None) is not None:
+                tokenizer.pad_token, pad_token_from = getattr(tokenizer, kind), kind
+                break
+        else:
+            raise InputError(f"{spec.name}: {ref.location}: its tokenizer has no pad, eos or unk token to pad batches with")
 
     directory = Path(ref.location) if ref.is_dir else None
     if directory is None:  # downloaded just now: find its snapshot
@@ -355,6 +378,14 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
         "layers": spec.layers,
         "hidden_size": spec.hidden_size,
         "pooling": spec.pooling,
+        # the token `cls` pooling and cls_mean_alignment read: an encoder's first, a causal model's last
+        "summary_token": "last" if spec.causal else "first",
+        "causal": spec.causal,
+        "final_norm": spec.final_norm_module,  # its output is the stage `final`, not a depth
+        "sentence_transformers": read_st_pipeline(directory) if directory else None,
+        "padding_side": "right",
+        "tokenizer_padding_side": padding_side,
+        "pad_token_from": pad_token_from,
         "max_tokens": max_tokens,
         "max_tokens_from": limit_from,
         "torch": torch.__version__,
@@ -364,7 +395,58 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
         "device": torch_device.type,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    return LoadedModel(spec, model, tokenizer, torch_device, DTYPES[dtype], provenance, projection, max_tokens)
+    loaded = LoadedModel(spec, model, tokenizer, torch_device, DTYPES[dtype], provenance, projection, max_tokens)
+    verify_depths(loaded, getattr(config, "model_type", None))
+    return loaded
+
+
+PROBE_TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+def verify_depths(loaded: LoadedModel, model_type: str | None) -> None:
+    """On one probe sentence, the forward hooks capture relies on against the model's own
+    `output_hidden_states`: depths 0..L-1 must be the same tensors; depth L must be the last
+    block's output, or, where the spec names a final norm, that norm's output (transformers
+    puts the final norm's output at depth L; the suite keeps the raw residual there and
+    measures the norm as the stage `final`). Any other disagreement means the suite does not
+    know where this architecture's depths are: a one-line InputError, never a silent
+    measurement. Models whose hidden states are unreliable (hooks only) are not probed."""
+    spec = loaded.spec
+    if not spec.hidden_states_reliable:
+        return
+    known = model_type in ARCHITECTURES or spec.name in MODELS
+    what = (f"{spec.name} (model_type {model_type!r}, "
+            + ("a known architecture" if known else "an architecture the suite does not know") + ")")
+    fix = "its layout in registry.ARCHITECTURES (embeddings, blocks, final norm) needs to be declared or fixed"
+    enc = loaded.tokenizer([PROBE_TEXT], return_tensors="pt", truncation=True, max_length=loaded.max_tokens)
+    batch = {k: v.to(loaded.device) for k, v in enc.items()}
+    try:
+        with torch.inference_mode(), _hooks(loaded.model, spec, False) as rec:
+            out = loaded.model(**batch, output_hidden_states=True)
+    except InputError:
+        raise InputError(f"{what}: its embedding/block modules ({spec.embeddings_module}, {spec.blocks_module}) "
+                         f"are not where the suite looks, so its depths cannot be verified; {fix}") from None
+    hidden, depth = getattr(out, "hidden_states", None), rec["depth"]
+    if hidden is None or len(hidden) != spec.layers + 1:
+        raise InputError(f"{spec.name}: the model ignored output_hidden_states; set hidden_states_reliable=False "
+                         "in its registry entry to capture with hooks")
+    if len(depth) != spec.layers + 1:
+        raise InputError(f"{what}: hooks saw {len(depth)} depths, expected {spec.layers + 1}; {fix}")
+
+    def same(a, b) -> bool:  # NaN where NaN (a broken checkpoint is check_finite's to report)
+        a, b = a.float(), b.float()
+        scale = float(torch.nan_to_num(b, nan=0.0, posinf=0.0, neginf=0.0).abs().max())
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-5 * scale, equal_nan=True)
+
+    for d in range(spec.layers):
+        if not same(depth[d], hidden[d]):
+            raise InputError(f"{what}: its hidden_states at depth {d} are not the output of "
+                             f"{spec.embeddings_module if d == 0 else f'{spec.blocks_module}.{d - 1}'}; {fix}")
+    last = rec["final"][0] if spec.final_norm_module else depth[-1]
+    if not same(last, hidden[-1]):
+        where = f"its final norm {spec.final_norm_module!r}" if spec.final_norm_module else "its last block"
+        raise InputError(f"{what}: its hidden_states at the last depth {spec.layers} are not the output of {where} "
+                         f"(a final norm the registry does not name?); {fix}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -548,6 +630,10 @@ class LayerStates:
     - `sublayers` name -> float32 [P, N, T, H], NaN at depth 0; `attn` = post-attention
       state `mid` of block d (filled only when captured with sublayers=True).
     - `proj`      float32 [N, T, Hp] or None: the projection head's output (ColBERT `proj`).
+    - `final`     float32 [N, T, H] or None: the final norm's output (pre-norm models: the
+      stage `final` beside `proj`, not a depth); the model's sentence embedding pools it.
+    - `summary`   `first` or `last`: the model's summary token, which `cls` pooling and
+      cls_mean_alignment read (an encoder's first position, a causal model's last non-pad).
     - `texts[n]`, `roles[n]`: the text as given and its role (`doc` or `query`); the
       model saw `model_texts[n]` (with its marker, for ColBERT).
 
@@ -567,6 +653,8 @@ class LayerStates:
     sublayers: dict[str, torch.Tensor] = field(default_factory=dict)
     proj: torch.Tensor | None = None
     provenance: dict = field(default_factory=dict)
+    final: torch.Tensor | None = None
+    summary: str = "first"
 
     @property
     def depths(self) -> int:
@@ -598,6 +686,8 @@ class LayerStates:
             sublayers={k: v[:, idx, :width] for k, v in self.sublayers.items()},
             proj=None if self.proj is None else self.proj[idx, :width],
             provenance=self.provenance,
+            final=None if self.final is None else self.final[idx, :width],
+            summary=self.summary,
         )
 
     def words(self, n: int) -> list[str]:
@@ -647,8 +737,10 @@ def special_ids(loaded: LoadedModel) -> list[int]:
 
 @contextlib.contextmanager
 def _hooks(model: torch.nn.Module, spec: ModelSpec, sublayers: bool):
-    """Forward hooks that record depth 0, every block's output and (optionally) `mid`."""
-    records: dict[str, list[torch.Tensor]] = {"depth": [], "attn": []}
+    """Forward hooks that record depth 0, every block's output, the final norm's output (where
+    the spec names one: `final`) and (optionally) `mid`: the output of the block's
+    attn_output_module, or its input where spec.attn_output_is_input (pre-norm blocks)."""
+    records: dict[str, list[torch.Tensor]] = {"depth": [], "attn": [], "final": []}
     handles = []
 
     def first(output):
@@ -672,7 +764,19 @@ def _hooks(model: torch.nn.Module, spec: ModelSpec, sublayers: bool):
                     f"{spec.name}: its blocks have no module {spec.attn_output_module!r}, so sublayer states "
                     "cannot be captured for this architecture (see docs/open-question.md)"
                 ) from None
-            handles.append(mod.register_forward_hook(lambda m, i, o: records["attn"].append(first(o))))
+            if spec.attn_output_is_input:
+                handles.append(mod.register_forward_pre_hook(lambda m, i: records["attn"].append(first(i))))
+            else:
+                handles.append(mod.register_forward_hook(lambda m, i, o: records["attn"].append(first(o))))
+    if spec.final_norm_module:
+        try:
+            norm = model.get_submodule(spec.final_norm_module)
+        except AttributeError:
+            for handle in handles:
+                handle.remove()
+            raise InputError(f"{spec.name}: the registry's final norm {spec.final_norm_module!r} is not a module "
+                             "of this model") from None
+        handles.append(norm.register_forward_hook(lambda m, i, o: records["final"].append(first(o))))
     try:
         yield records
     finally:
@@ -707,10 +811,16 @@ def _stack(tensors, scratch: Scratch | None, name: str) -> torch.Tensor:
 
 
 def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool, scratch: Scratch | None = None):
-    """One batch: returns (depth states [P, B, T, H], attn sublayer [P, B, T, H] or None, last).
-    scratch: stack the states into its buffers (valid until the next batch) instead of new tensors."""
+    """One batch: returns (depth states [P, B, T, H], attn sublayer [P, B, T, H] or None,
+    projection [B, T, Hp] or None, final norm output [B, T, H] or None).
+    scratch: stack the states into its buffers (valid until the next batch) instead of new tensors.
+    A model with a final norm is always captured with hooks (`hidden_states` included): its
+    output_hidden_states puts the norm's output at depth L, another kind of state than the
+    raw residual at every other depth (verify_depths checked at load that the two agree
+    everywhere else)."""
     spec = loaded.spec
-    use_hooks = method == "hooks" or (method == "auto" and (not spec.hidden_states_reliable or sublayers))
+    use_hooks = method == "hooks" or (method == "auto" and (not spec.hidden_states_reliable or sublayers)) \
+        or spec.final_norm_module is not None
     with torch.inference_mode():
         if use_hooks:
             with _hooks(loaded.model, spec, sublayers) as rec:
@@ -722,6 +832,7 @@ def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool, scr
             mid = None
             if sublayers:
                 mid = _stack([torch.full_like(depth[0], float("nan")), *rec["attn"]], scratch, "mid")
+            final = rec["final"][0] if rec["final"] else None
         else:
             out = loaded.model(**batch, output_hidden_states=True)
             hidden = getattr(out, "hidden_states", None)
@@ -732,11 +843,11 @@ def _forward(loaded: LoadedModel, batch: dict, method: str, sublayers: bool, scr
                     else "set hidden_states_reliable=False in its registry entry to capture with hooks"
                 )
                 raise InputError(f"{spec.name}: the model ignored output_hidden_states; {fix}")
-            states, mid = _stack(hidden, scratch, "states"), None
+            states, mid, final = _stack(hidden, scratch, "states"), None, None
         proj = None
         if loaded.projection is not None:
-            proj = loaded.projection(states[-1])
-    return states, mid, proj
+            proj = loaded.projection(states[-1] if final is None else final)
+    return states, mid, proj, final
 
 
 class _RowLists(Sequence):
@@ -816,7 +927,7 @@ def iter_batches(
             return_tensors="pt",
         )
         batch = {k: v.to(loaded.device) for k, v in enc.items()}
-        states, mid, proj = _forward(loaded, batch, method, sublayers, scratch)
+        states, mid, proj, final = _forward(loaded, batch, method, sublayers, scratch)
         attn = enc["attention_mask"].bool()
         content = attn & ~torch.isin(enc["input_ids"], specials)
         lens = attn.sum(1).tolist()
@@ -835,6 +946,8 @@ def iter_batches(
             offsets=_RowLists(enc, lens, "offsets"),
             sublayers={} if mid is None else {"attn": mid.float()},
             proj=None if proj is None else proj.float(),
+            final=None if final is None else final.float(),
+            summary="last" if spec.causal else "first",
             provenance=loaded.provenance,
         )
     if bar is not None:
@@ -874,6 +987,7 @@ def capture(
 ) -> LayerStates:
     """Every text of `sentences` at every depth, in the order of `texts_of(sentences)`."""
     items = texts_of(sentences)
+    check_batch_invariance(loaded, items, method)
     parts = list(iter_batches(loaded, items, batch_size, method, sublayers))
     order = [i for rows, _ in parts for i in rows]
     inverse = torch.empty(len(order), dtype=torch.long)
@@ -904,9 +1018,76 @@ def capture(
         },
         proj=cat([b.proj for b in batches], 1, 0, 0.0) if batches and batches[0].proj is not None else None,
         provenance={**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256},
+        final=cat([b.final for b in batches], 1, 0, 0.0) if batches and batches[0].final is not None else None,
+        summary="last" if loaded.spec.causal else "first",
     )
     check_finite(states, loaded.spec.name)
     return states
+
+
+def sentence_embeddings(states: LayerStates, pooling: str | None = None) -> torch.Tensor:
+    """The model's sentence embedding of every text [N, H]: its pooling (default: the one in
+    its provenance, i.e. the model's own) of the final stage, which is the final norm's
+    output where the model has one and depth L otherwise. sentence-transformers' Dense and
+    Normalize modules (recorded in provenance) are not applied."""
+    pooling = pooling or states.provenance.get("pooling", "mean")
+    x = states.final if states.final is not None else states.states[-1]
+    return M.pool(x[None], states.attn, pooling, states.summary)[0]
+
+
+# A sentence's states must not depend on its batch: its largest relative difference (per token
+# vector, over every depth and the final stage) alone against in a padded batch. float32 and
+# float64 runs fail above 1e-4 (the issue's bound; MiniLM measures ~1e-6); 16-bit runs, whose
+# kernels round differently by batch shape, above 3e-2 (a few bfloat16 ulps).
+BATCH_INVARIANCE_TEXTS = 3
+BATCH_INVARIANCE_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-4, torch.bfloat16: 3e-2, torch.float16: 3e-2}
+
+
+def check_batch_invariance(loaded: LoadedModel, items: list[tuple[str, str]], method: str = "auto",
+                           ids: list[list[int]] | None = None) -> dict:
+    """A few texts of `items` (the shortest, the median and the second longest) captured alone
+    and in one batch with the longest (so every one of them is padded); the largest relative
+    difference ||alone - batched|| / ||alone|| over their tokens, depths and final stage goes
+    into the provenance (`batch_invariance`), and above the tolerance the run fails with one
+    line naming the model and the text. Four short forward passes."""
+    spec = loaded.spec
+    texts = list(dict.fromkeys(_model_text(spec, t, r) for t, r in items))
+    record = {"texts": 0, "max_rel_diff": None, "padding_side": loaded.tokenizer.padding_side}
+    if len(texts) >= 2:
+        lengths = dict(zip((_model_text(spec, t, r) for t, r in items),
+                           (len(x) for x in (token_ids(loaded, items) if ids is None else ids))))
+        order = [t for _, _, t in sorted((lengths[t], i, t) for i, t in enumerate(texts))]
+        longest = order[-1]
+        chosen = list(dict.fromkeys(t for t in (order[0], order[len(order) // 2], order[-2]) if t != longest))
+        chosen = chosen[:BATCH_INVARIANCE_TEXTS]
+        tol = BATCH_INVARIANCE_TOLERANCE.get(loaded.dtype, 1e-4)
+
+        def run(batch_texts):
+            enc = loaded.tokenizer(batch_texts, padding=True, truncation=True, max_length=loaded.max_tokens,
+                                   return_tensors="pt")
+            states, _, _, final = _forward(loaded, {k: v.to(loaded.device) for k, v in enc.items()}, method, False)
+            x = states if final is None else torch.cat([states, final[None]])
+            return x.float(), enc["attention_mask"].bool().to(loaded.device)
+
+        together, mask = run(chosen + [longest])
+        worst, worst_text = 0.0, chosen[0]
+        for row, text in enumerate(chosen):
+            alone, _ = run([text])
+            if int(mask[row].sum()) != alone.shape[2]:  # pragma: no cover - one tokenizer, one text
+                raise InputError(f"{spec.name}: {text[:60]!r} has another token count in its batch")
+            batched = together[:, row][:, mask[row]]
+            if not (torch.isfinite(batched).all() and torch.isfinite(alone).all()):
+                continue  # NaN or inf: the run's check_finite reports it with its depth and text
+            diff = torch.linalg.vector_norm(batched - alone[:, 0], dim=-1)
+            rel = float((diff / torch.linalg.vector_norm(alone[:, 0], dim=-1).clamp_min(1e-30)).max())
+            if rel > worst:
+                worst, worst_text = rel, text
+        record.update(texts=len(chosen), batch=len(chosen) + 1, max_rel_diff=worst, tolerance=tol)
+        if worst > tol:
+            raise InputError(f"{spec.name}: the states of {worst_text[:60]!r} depend on its batch (relative "
+                             f"difference {worst:.2g} alone vs in a padded batch, above {tol:g})")
+    loaded.provenance["batch_invariance"] = record
+    return record
 
 
 def check_finite(states: LayerStates, name: str) -> None:

@@ -719,12 +719,20 @@ def check_dense_meanpool_drift(m: Measurement, claim: Claim, model: str) -> Verd
                  f"max cosine {_fmt(hi)} at {m.last}", f"< {bound}")
 
 
+def _summary_name(m: Measurement) -> str:
+    """The token cls_mean_alignment read (provenance `summary_token`, capture.LayerStates.summary):
+    an encoder's CLS (its first position), a causal model's last non-pad token (never its
+    first, which sees only itself)."""
+    return "last-token" if m.provenance.get("summary_token") == "last" else "CLS"
+
+
 @dense_check("dense-cls-alignment")
 def check_dense_cls_alignment(m: Measurement, claim: Claim, model: str) -> Verdict:
-    """Check that CLS-to-mean alignment is highest at the last depth."""
+    """Check that the summary token's (CLS; a causal model's last token) alignment with the
+    mean pool is highest at the last depth."""
     c = m.curve("cls_mean_alignment")
     peak = _argmax(c, 1)
-    return _bool(model, claim, f"CLS alignment peaks at {peak}", peak == m.last,
+    return _bool(model, claim, f"{_summary_name(m)} alignment peaks at {peak}", peak == m.last,
                  f"peak {_fmt(c[peak])} at {peak}", f"peak at {m.last}")
 
 

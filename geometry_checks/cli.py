@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .paths import DEFAULT_SENTENCES
+from .registry import POOLINGS
 
 # torch is imported by the commands (via .lab), not here: `geometry-checks --help` stays fast.
 
@@ -93,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--model=DIR")
     m.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     m.add_argument("--out", required=True, help="output JSON path")
-    m.add_argument("--pooling", action="append", choices=("mean", "cls"),
-                   help="pooling(s) for the pooled metrics (none given: mean, plus cls where the model pools "
-                        "with CLS)")
+    m.add_argument("--pooling", action="append", choices=POOLINGS,
+                   help="pooling(s) for the pooled metrics (none given: mean, plus the model's own pooling "
+                        "where it is not mean)")
     m.add_argument("--sublayers", action="store_true",
                    help="also capture each block's post-attention state and write the open question's curves "
                         "(<metric>@attn, intra_sentence_cosine[content|function|content-function], pair_cosine_all)")

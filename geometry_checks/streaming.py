@@ -577,8 +577,9 @@ class _Cloud:
     """Per-sentence reductions of the token-cloud and pooled metrics over S sentence slots."""
 
     def __init__(self, depths: int, hidden: int, sentences: int, device, poolings: Iterable[str], pools: bool,
-                 classes: bool = False):
+                 classes: bool = False, summary: str = "first"):
         P, S, H = depths, sentences, hidden
+        self.summary = summary  # the model's summary token (LayerStates.summary): `cls` pooling reads it
         f64 = torch.float32 if device.type == "mps" else torch.float64
         nan = float("nan")
         self.intra = torch.full((P, S), nan, dtype=f64, device=device)
@@ -628,11 +629,12 @@ class _Cloud:
             self.delta[:, slots] = red["delta"]
         if self.with_pools:
             pool_norm = torch.linalg.vector_norm(pool, dim=-1)
-            cls = M.cls_pool(x)
+            cls = M.summary_token(x, attn, self.summary)
             self.cls_align[:, slots] = _cosine(cls, pool, torch.linalg.vector_norm(cls, dim=-1), pool_norm)
             self.drift[:, slots] = _cosine(pool[:1], pool, pool_norm[:1], pool_norm)  # = M.meanpool_drift
             for name, stats in self.dims.items():
-                stats.add(pool if name == "mean" else x[:, :, 0].to(pool.dtype))
+                stats.add(pool if name == "mean" else cls.to(pool.dtype) if name == "cls"
+                          else M.pool(x, attn, name, self.summary).to(pool.dtype))
         if self.classes:
             self.class_sums[:, slots] = red["class_sums"]
             self.class_pairs[slots] = red["class_pairs"]
@@ -791,6 +793,7 @@ def measure_streaming(
     items = C.texts_of(sentences)
     ids = C.token_ids(loaded, items)  # one tokenizer pass: the counts and capture's length sort
     counts = content_counts(loaded, ids)
+    C.check_batch_invariance(loaded, items, method, ids)  # into loaded.provenance, so into prov
     batches = C.iter_batches(loaded, items, batch_size, method, sublayers=sublayers, ids=ids, reuse=True)
     prov = {**loaded.provenance, "sentence_set": sentences.name, "sentence_set_sha256": sentences.sha256}
     threads = metric_threads if loaded.device.type == "cpu" else None
@@ -850,7 +853,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
     keep_items.update(item_of[(t, "doc")] for t in sentences.retrieval_pool)
     keep_items.update(item_of[(r.query, "query")] for r in sentences.retrieval)
     kept: dict[int, C.LayerStates] = {}
-    cloud = proj = mid = None
+    cloud = proj = mid = final = None
     mid_missing = False
     word_classes = None
     if sublayers:
@@ -877,17 +880,21 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
             m = batch.sublayers.get("attn") if sublayers else None
             fw = word_classes(batch)[1] if sublayers else None
             if pos == list(range(len(rows))):
-                x, c, a, pr = batch.states, batch.content, batch.attn, batch.proj
+                x, c, a, pr, fi = batch.states, batch.content, batch.attn, batch.proj, batch.final
             else:
                 idx = torch.tensor(pos, dtype=torch.long, device=dev)
                 x, c, a = batch.states.index_select(1, idx), batch.content[idx], batch.attn[idx]
                 pr = None if batch.proj is None else batch.proj[idx]
+                fi = None if batch.final is None else batch.final[idx]
                 m = None if m is None else m.index_select(1, idx)
                 fw = None if fw is None else fw[idx]
             if cloud is None:
-                cloud = _Cloud(x.shape[0], x.shape[-1], S, dev, poolings, pools=True, classes=sublayers)
+                cloud = _Cloud(x.shape[0], x.shape[-1], S, dev, poolings, pools=True, classes=sublayers,
+                               summary=batch.summary)
                 if pr is not None:
                     proj = _Cloud(1, pr.shape[-1], S, dev, (), pools=False)
+                if fi is not None:
+                    final = _Cloud(1, fi.shape[-1], S, dev, (), pools=False)
                 if m is not None:
                     mid = _Cloud(x.shape[0] - 1, x.shape[-1], S, dev, (), pools=False, classes=True)
                 mid_missing = sublayers and m is None
@@ -897,16 +904,18 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
             sample.add(x, c, slot_t)
             if proj is not None:
                 proj.add(pr[None], c, a, slot_t, pc1_delta=False)
+            if final is not None:
+                final.add(fi[None], c, a, slot_t, pc1_delta=False)
             if mid is not None and not mid.add(m[1:], c, a, slot_t, pc1_delta=False, function=fw):
                 raise InputError(f"{name}: sublayer (post-attention) states contain NaN or inf")
-            del x, c, a, pr, m
+            del x, c, a, pr, m, fi
 
     batch = None  # the last batch's states are views of iter_batches' scratch (reuse=True): release it
-    for c in (cloud, proj, mid):  # the batches' scratch buffers: not needed by _finish's PCA fits
+    for c in (cloud, proj, mid, final):  # the batches' scratch buffers: not needed by _finish's PCA fits
         if c is not None:
             c.scratch = None
     with cpu_threads(threads):
-        result = _finish(sentences, poolings, cloud, proj, sample, kept, prov)
+        result = _finish(sentences, poolings, cloud, proj, sample, kept, prov, final)
         if sublayers:
             _open_question(result, cloud, mid, mid_missing)
         MS.mark_undefined(result, len(sentences.sentences))  # as measure.measure, after every curve
@@ -973,6 +982,8 @@ def _mini_states(kept: dict[int, C.LayerStates], prov: dict) -> C.LayerStates:
         offsets=[r.offsets[0] for r in rows],
         proj=torch.cat(C._pad_cat([r.proj for r in rows], 1, 0.0)) if rows[0].proj is not None else None,
         provenance=prov,
+        final=torch.cat(C._pad_cat([r.final for r in rows], 1, 0.0)) if rows[0].final is not None else None,
+        summary=rows[0].summary,
     )
 
 
@@ -1002,7 +1013,7 @@ def _pooled(cloud: _Cloud, mini: C.LayerStates, sentences: SentenceSet, pooling:
 
 
 def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sample, kept,
-            prov: dict) -> Measurement:
+            prov: dict, final: _Cloud | None = None) -> Measurement:
     mini = _mini_states(kept, prov)
     depths = cloud.means.shape[0]
     result = Measurement(model=prov.get("model", "?"), sentence_set=sentences.name, depths=depths,
@@ -1056,6 +1067,16 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
             "sentence_signal": M.sentence_signal(pi, pc),
             "separability_ratio": proj.separability(),
             "token_norm": proj.token_norm(),
+        }.items()}
+
+    if final is not None:  # the final norm's output (stage `final`), as measure._proj_cloud
+        fi, fc = torch.nanmean(final.intra, 1), final.cross()
+        result.final = {k: MS._list(v)[0] for k, v in {
+            "intra_sentence_cosine": fi,
+            "cross_sentence_cosine": fc,
+            "sentence_signal": M.sentence_signal(fi, fc),
+            "separability_ratio": final.separability(),
+            "token_norm": final.token_norm(),
         }.items()}
 
     result.curves = MS._jsonify(curves)

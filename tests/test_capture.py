@@ -119,3 +119,51 @@ def test_mpnet_by_path_captures_the_same_post_attention_states_as_the_registered
     registered = C.capture(C.load(C.resolve("mpnet"), device="cpu"), texts, sublayers=True)
     assert torch.equal(by_path.sublayers["attn"][1:], registered.sublayers["attn"][1:])
     assert torch.equal(by_path.states, registered.states)
+
+
+ENCODE_TEXTS = SentenceSet("encode", (
+    "The stock market surged after the central bank cut interest rates",
+    "Hi",
+    "A cat sat on the mat while the dog slept by the fire all afternoon long.",
+    "Quantum entanglement puzzles physicists.",
+))
+
+
+def _equals_encode(loaded, directory):
+    """The suite's pooled final vector (the model's own pooling, here mean, of depth L) after the
+    pipeline's Normalize equals sentence-transformers' encode() of the same directory."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    states = C.capture(loaded, ENCODE_TEXTS, batch_size=4)
+    pipeline = loaded.provenance["sentence_transformers"]
+    assert pipeline["modules"] == ["Transformer", "Pooling", "Normalize"] and pipeline["dense"] == []
+    assert pipeline["pooling"] == loaded.spec.pooling == "mean"
+    ours = C.sentence_embeddings(states)
+    if pipeline["normalize"]:
+        ours = torch.nn.functional.normalize(ours, dim=-1)
+    model = sentence_transformers.SentenceTransformer(str(directory), device="cpu")
+    theirs = torch.as_tensor(model.encode(list(states.texts), batch_size=4, convert_to_numpy=True))
+    diff = float((ours.float() - theirs).abs().max())
+    print(f"\n{loaded.spec.name}: suite's pooled final vector vs SentenceTransformer.encode(): {diff:.2e}")
+    assert diff < 1e-5
+
+
+@pytest.mark.slow
+def test_minilm_pooled_final_vector_equals_sentence_transformers_encode(minilm):
+    _equals_encode(minilm, C.bundled_minilm_dir())
+
+
+@pytest.mark.slow
+@pytest.mark.mpnet
+def test_mpnet_pooled_final_vector_equals_sentence_transformers_encode():
+    from geometry_checks import fetch
+    from geometry_checks.registry import get_spec
+
+    directory = fetch.ensure_extracted(get_spec("mpnet"))
+    _equals_encode(C.load(C.resolve("mpnet"), device="cpu"), directory)
+
+
+def test_every_run_records_its_batch_invariance(minilm):
+    states = C.capture(minilm, TEXTS)
+    record = states.provenance["batch_invariance"]
+    assert record["texts"] == 2 and record["batch"] == 3 and record["padding_side"] == "right"
+    assert 0 <= record["max_rel_diff"] < record["tolerance"] == 1e-4

@@ -173,14 +173,14 @@ def _poisoned_forward(where: str):
     original = C._forward
 
     def forward(loaded, batch, method, sublayers, scratch=None):
-        states, mid, proj = original(loaded, batch, method, sublayers, scratch)
+        states, mid, proj, final = original(loaded, batch, method, sublayers, scratch)
         states = states.clone()
         mask = batch["attention_mask"].bool()
         if where == "padding":
             states[:, ~mask] = float("nan")
         else:
             states[3, 0, 1] = float("inf")
-        return states, mid, proj
+        return states, mid, proj, final
 
     return forward
 
