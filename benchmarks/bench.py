@@ -74,10 +74,10 @@ def floor(sentences: str, model: str, batch_size: int, device: str) -> None:
     from geometry_checks.cli import GC_THRESHOLD
 
     gc.set_threshold(*GC_THRESHOLD)
-    from geometry_checks import capture as C
+    from geometry_checks import loader
     from geometry_checks.sentences import load_sentence_set
 
-    forward_pass(C.load(C.resolve(model), device), load_sentence_set(sentences), batch_size)
+    forward_pass(loader.load(loader.resolve(model), device), load_sentence_set(sentences), batch_size)
 
 
 def run(cmd: list[str], env: dict) -> dict:
@@ -107,9 +107,9 @@ def model_path_args(model: str) -> list[str]:
     has its own empty GEOMETRY_CHECKS_CACHE, and a model extracted from its part packages
     (mpnet) lives under that cache root: without this, (b) would extract its own copy
     (about 10 s for mpnet), which the floor, loading the copy already there, never does."""
-    from geometry_checks import capture as C
+    from geometry_checks import loader
 
-    ref = C.resolve(model)  # extracts a part-package model once, here, if it is not yet
+    ref = loader.resolve(model)  # extracts a part-package model once, here, if it is not yet
     return ["--model-path", f"{model}={ref.location}"] if ref.is_dir else []
 
 

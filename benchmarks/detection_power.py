@@ -65,7 +65,7 @@ def source_dir(model: str) -> Path:
     """The directory the copies are made of: the bundled MiniLM, or mpnet's extracted copy."""
     if model == "minilm":
         return bundled_dir()
-    from geometry_checks.capture import resolve
+    from geometry_checks.loader import resolve
 
     ref = resolve(model)
     if not ref.is_dir:

@@ -52,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench import sentence_file
     from geometry_checks import capture as C
+    from geometry_checks import loader
     from geometry_checks import streaming as ST
     from geometry_checks.sentences import load_sentence_set
 
     torch.set_num_threads(args.threads)
-    loaded = C.load(C.resolve(args.model), "cpu")
+    loaded = loader.load(loader.resolve(args.model), "cpu")
     setup = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         sentences = load_sentence_set(sentence_file(args.sentences, Path(tmp)))  # bench.py's set

@@ -5,7 +5,7 @@ On a machine with CUDA, in one process (the model loaded once per device):
 1. **CPU vs CUDA capture** on fixtures/core.json: the largest absolute difference of the
    hidden states per depth (content and special tokens, padding excluded), and the
    largest relative to that depth's largest |x|. Both in float32 (TF32 off, as
-   capture.load sets it).
+   loader.load sets it).
 2. **On the device**: the captured states, and the output of every metric in
    `metrics.py` that takes a token cloud or pooled vectors, are CUDA tensors (the
    metrics never move a token cloud to the host).
@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import forward_pass, sentence_file  # noqa: E402
 from geometry_checks import capture as C  # noqa: E402
+from geometry_checks import loader
 from geometry_checks import metrics as M  # noqa: E402
 from geometry_checks.lab import DEFAULT_SENTENCES  # noqa: E402
 from geometry_checks.measure import measure  # noqa: E402
@@ -205,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     BATCH = args.batch_size
     warnings.simplefilter("ignore")
 
-    ref = C.resolve(args.model, {args.model: args.model_path} if args.model_path else None)
-    dev = C.load(ref, args.device)
+    ref = loader.resolve(args.model, {args.model: args.model_path} if args.model_path else None)
+    dev = loader.load(ref, args.device)
     name = torch.cuda.get_device_name(dev.device) if dev.device.type == "cuda" else "cpu"
     print(f"device: {name}; torch {torch.__version__}, transformers {__import__('transformers').__version__}; "
           f"model {ref.spec.name} ({ref.spec.layers} layers x {ref.spec.hidden_size})")
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     core = load_sentence_set(DEFAULT_SENTENCES)
     dev_states = C.capture(dev, core, BATCH)
     if dev.device.type != "cpu":
-        cpu = C.load(ref, "cpu")
+        cpu = loader.load(ref, "cpu")
         rows = compare_states(C.capture(cpu, core, BATCH), dev_states)
         print(f"\n1. CPU vs {dev.device.type} capture on {core.name} (float32, TF32 off): per depth, "
               "max |difference| and that / max |x|")

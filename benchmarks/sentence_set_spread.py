@@ -15,7 +15,8 @@ import warnings
 import torch
 
 from geometry_checks import metrics as M
-from geometry_checks.capture import capture, load, resolve
+from geometry_checks.capture import capture
+from geometry_checks.loader import load, resolve
 from geometry_checks.sentences import SentenceSet, load_sentence_set
 
 

@@ -32,17 +32,19 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
+from . import loader
 from .measure import SCHEMA, Measurement
+from .paths import CACHE_ENV, CACHE_OFF, cache_root  # noqa: F401 (cache_root: the cache's root, for callers)
 
-ENV = "GEOMETRY_CHECKS_CACHE"
+ENV = CACHE_ENV
 FORMAT = "geometry-checks-measurement-cache"
 VERSION = 1
-OFF = ("off", "0", "none", "false", "no")
+OFF = CACHE_OFF
 PACKAGE = Path(__file__).resolve().parent
 # The modules whose source decides a Measurement's numbers (a missing one is skipped).
 # lab.py: it fits the set to the token limit and writes the provenance a cached entry keeps
 # (the set's hash as given, what was truncated), so an entry of an older Lab is not served.
-CODE_FILES = ("metrics.py", "measure.py", "streaming.py", "capture.py", "registry.py", "sentences.py",
+CODE_FILES = ("metrics.py", "measure.py", "streaming.py", "capture.py", "loader.py", "registry.py", "sentences.py",
               "openquestion.py", "cache.py", "lab.py")
 # Small model files that decide tokenization, architecture and pooling (besides the weights).
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -62,18 +64,6 @@ def cache_dir() -> Path | None:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("geometry-checks")) / "measurements"
-
-
-def cache_root() -> Path:
-    """The suite's cache root, for what is not a Measurement (extracted models, `fetch`):
-    $GEOMETRY_CHECKS_CACHE when it names a directory, else the user cache directory (also
-    when the variable turns the measurement cache off: an extracted model is not optional)."""
-    value = os.environ.get(ENV, "").strip()
-    if value and value.lower() not in OFF:
-        return Path(value).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("geometry-checks"))
 
 
 @lru_cache(maxsize=1)
@@ -99,12 +89,10 @@ def _sha(path: Path) -> str:
 
 def model_fields(ref) -> dict | None:
     """What identifies a model's numbers: None for a model that is not a local directory."""
-    from . import capture as C
-
     if not ref.is_dir:
         return None
     directory = Path(ref.location)
-    sha = C.weights_sha256(directory)
+    sha = loader.weights_sha256(directory)
     if sha is None:  # sharded weights: name, size and mtime of every shard (hashing GBs is too slow)
         weights = sorted(
             (p.name, p.stat().st_size, p.stat().st_mtime_ns) for g in WEIGHT_GLOBS for p in directory.glob(g)
@@ -114,7 +102,7 @@ def model_fields(ref) -> dict | None:
     files = {name: _sha(directory / name) for name in MODEL_FILES if (directory / name).is_file()}
     files.update({p.name: _sha(p) for p in sorted(directory.glob("*.py"))})  # custom modelling code
     spec = ref.spec
-    revision = C._revision_of(directory) or (spec.revision if sha and sha == spec.weights_sha256 else None)
+    revision = loader._revision_of(directory) or (spec.revision if sha and sha == spec.weights_sha256 else None)
     return {
         "spec": dataclasses.asdict(spec),
         "revision": revision,
@@ -129,12 +117,10 @@ def key_fields(ref, *, device: str, dtype: str, sentences, batch_size: int, pool
     import torch
     import transformers
 
-    from . import capture as C
-
     model = model_fields(ref)
     if model is None:
         return None
-    dev = C.pick_device(device)
+    dev = loader.pick_device(device)
     if dev.type == "cuda":
         hardware = torch.cuda.get_device_name(dev)
     else:

@@ -178,7 +178,7 @@ def cmd_measure(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .capture import available_models
+    from .loader import available_models
     from .lab import Lab
     from .outputs import check_dir
     from .report import build_report, earlier_report_files, model_summaries
@@ -193,7 +193,7 @@ def cmd_report(args) -> int:
               sublayers=True, allow_download=args.allow_download, cache=not args.no_cache,
               truncate=not args.no_truncate, progress=True)
     # issue 11: no --model measures every registered model whose weights are present here
-    # (capture.available_models: nothing is loaded to find out); --model restricts it
+    # (loader.available_models: nothing is loaded to find out); --model restricts it
     models = list(dict.fromkeys(args.model or available_models(lab.model_paths)))
     if not models:
         raise InputError("no registered model's weights are present here: pass --model=DIR or --model-path=NAME=DIR")

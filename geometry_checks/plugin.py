@@ -194,7 +194,7 @@ def measurement_of(lab, pytestconfig: pytest.Config):
     def get(model: str):
         try:
             with warnings.catch_warnings():
-                # capture.load warns when the weights differ from the registry's; here that
+                # loader.load warns when the weights differ from the registry's; here that
                 # becomes one line of the terminal summary (_note_weights), not a warning entry.
                 warnings.filterwarnings("ignore", message=r".*weights sha256 .* differs from the registry")
                 with _progress_shown(pytestconfig, lab, model):

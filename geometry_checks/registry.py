@@ -322,7 +322,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
             #   bias-free `linear.weight` [128, 1024] in the same model.safetensors (PyLate
             #   reads it from there; no separate file). AutoModel builds XLMRobertaModel
             #   (base_model_prefix "roberta") and drops `linear.weight`, so capture reads
-            #   the projection from the checkpoint (capture.load_projection).
+            #   the projection from the checkpoint (loader.load_projection).
             # - forward(): older revisions take output_hidden_states into **kwargs, log
             #   "does not support kwargs" and return no hidden states; newer ones honour it.
             #   Hooks are the one path that works for every revision.
@@ -401,7 +401,7 @@ MODELS: dict[str, ModelSpec] = {name: spec for name, spec in ALL_MODELS.items() 
 
 # The block layout of an UNREGISTERED model, by its config's `model_type` (a registered entry
 # names its own). spec_from_config applies these fields; a model_type not listed here keeps
-# the BERT defaults and capture.load verifies on one probe sentence that its hooks and its
+# the BERT defaults and loader.load verifies on one probe sentence that its hooks and its
 # `output_hidden_states` agree at every depth, refusing it with one line if they do not.
 # - post-norm encoders (bert, roberta, xlm-roberta, electra): the defaults; an MPNet block's
 #   `attention` module returns LayerNorm(attention + input) itself (verified for the `mpnet`

@@ -1,7 +1,7 @@
 """Stand-ins: random-weight models in the exact architecture of the real ones.
 
 `build_standin(name, directory, seed)` writes a model directory that
-`capture.resolve(name, {name: directory})` and `capture.load` load through the same code
+`loader.resolve(name, {name: directory})` and `loader.load` load through the same code
 path as the real weights, so CI exercises the real loading, hook and projection paths
 without network access or the real checkpoints. The numbers a stand-in produces mean
 nothing; only shapes, module paths, token handling and code paths are real.

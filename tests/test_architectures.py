@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from geometry_checks import capture as C
+from geometry_checks import loader
 from geometry_checks import metrics as M
 from geometry_checks.errors import InputError
 from geometry_checks.registry import read_pooling, read_st_pipeline
@@ -48,7 +49,7 @@ BERT_VOCAB = 30522
 
 
 def _minilm_tokenizer(target: Path) -> None:
-    source = C.bundled_minilm_dir()
+    source = loader.bundled_minilm_dir()
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(source / name, target / name)
 
@@ -132,7 +133,7 @@ def models(tmp_path_factory):
             root = tmp_path_factory.mktemp(family)
             right = build(family, root / "right", "right")
             left = build(family, root / "left", "left")
-            out[family] = (right, left, C.load(C.resolve(str(right)), device="cpu"))
+            out[family] = (right, left, loader.load(loader.resolve(str(right)), device="cpu"))
         return out[family]
 
     return get
@@ -255,7 +256,7 @@ def test_batch_invariance_with_left_and_right_padding(models, family):
     right, left, _ = models(family)
     alone = None
     for side, directory in (("right", right), ("left", left)):
-        loaded = C.load(C.resolve(str(directory)), device="cpu")
+        loaded = loader.load(loader.resolve(str(directory)), device="cpu")
         assert loaded.provenance["tokenizer_padding_side"] == side
         batched = C.capture(loaded, _set(), batch_size=8)
         record = loaded.provenance["batch_invariance"]
@@ -326,20 +327,20 @@ def test_unknown_architecture_whose_depths_disagree_is_refused(models, tmp_path,
 
     monkeypatch.delitem(registry.ARCHITECTURES, "llama")
     with pytest.raises(InputError, match="does not know") as err:
-        C.load(C.resolve(str(right)), device="cpu")
+        loader.load(loader.resolve(str(right)), device="cpu")
     assert "\n" not in str(err.value)
     # ... and one whose modules are found but whose final norm is not declared
     monkeypatch.setitem(registry.ARCHITECTURES, "llama", dict(embeddings_module="embed_tokens",
                                                              blocks_module="layers"))
     with pytest.raises(InputError, match="last depth 3 are not the output of its last block"):
-        C.load(C.resolve(str(right)), device="cpu")
+        loader.load(loader.resolve(str(right)), device="cpu")
 
 
 def test_a_batch_dependent_capture_fails_the_run_with_one_line(models):
     """BERT's absolute positions: padding on the left without corrected position ids shifts
     every position, so the run's invariance check must fail, naming the model and the text."""
     right, _, _ = models("bert")
-    loaded = C.load(C.resolve(str(right)), device="cpu")
+    loaded = loader.load(loader.resolve(str(right)), device="cpu")
     loaded.tokenizer.padding_side = "left"  # what capture refuses to do
     with pytest.raises(InputError, match=r"depend on its batch") as err:
         C.capture(loaded, _set(), batch_size=8)
@@ -385,7 +386,7 @@ def test_a_decoder_directory_pools_as_its_sentence_transformers_files_say(models
     shutil.copytree(right, target)
     (target / "1_Pooling").mkdir()
     (target / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
-    loaded = C.load(C.resolve(str(target)), device="cpu")
+    loaded = loader.load(loader.resolve(str(target)), device="cpu")
     assert loaded.spec.pooling == "mean" and loaded.spec.causal and loaded.provenance["summary_token"] == "last"
 
 

@@ -261,7 +261,7 @@ def _resaved_copy(directory: Path) -> Path:
     """The bundled MiniLM with model.safetensors re-saved: the same tensors, another sha256."""
     from safetensors.torch import load_file, save_file
 
-    from geometry_checks.capture import bundled_minilm_dir
+    from geometry_checks.loader import bundled_minilm_dir
 
     source = bundled_minilm_dir()
     shutil.copytree(source, directory, ignore=shutil.ignore_patterns("model.safetensors"))

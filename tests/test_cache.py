@@ -10,6 +10,7 @@ import pytest
 
 from geometry_checks import cache as K
 from geometry_checks import capture as C
+from geometry_checks import loader
 from geometry_checks.cli import main as cli_main
 from geometry_checks.lab import Lab
 from geometry_checks.sentences import SentenceSet
@@ -48,7 +49,7 @@ def fields(**changes) -> dict:
     kw = {"device": "cpu", "dtype": "float32", "sentences": SMALL, "batch_size": 64, "poolings": ("mean",),
           "max_pca_tokens": DEFAULT_MAX_PCA_TOKENS, "seed": PCA_SEED}
     kw.update(changes)
-    return K.key_fields(C.resolve("minilm"), **kw)
+    return K.key_fields(loader.resolve("minilm"), **kw)
 
 
 def measure_quietly(lab: Lab):

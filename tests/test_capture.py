@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from geometry_checks import capture as C
+from geometry_checks import loader
 from geometry_checks.errors import InputError
 from geometry_checks.sentences import SentenceSet
 
@@ -76,7 +77,7 @@ def test_padding_nan_is_ignored(minilm):
 
 
 def test_missing_registered_model_says_how_to_supply_it():
-    msg = C.how_to_supply(C.resolve("mxbai").spec)
+    msg = loader.how_to_supply(loader.resolve("mxbai").spec)
     assert "--model-path=mxbai=DIR" in msg and "HF_HOME" in msg
 
 
@@ -86,13 +87,13 @@ def test_missing_registered_model_says_how_to_supply_it():
 ])
 def test_bad_model_directory(tmp_path, make, match):
     with pytest.raises(InputError, match=match):
-        C.resolve(str(make(tmp_path)))
+        loader.resolve(str(make(tmp_path)))
 
 
 def test_directory_without_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(InputError, match="no weights"):
-        C.resolve(str(tmp_path))
+        loader.resolve(str(tmp_path))
 
 
 @pytest.mark.parametrize(("model_type", "module"), [("bert", "attention.output"), ("roberta", "attention.output"),
@@ -102,7 +103,7 @@ def test_unregistered_directory_gets_its_architectures_post_attention_module(tmp
     if model_type:
         config["model_type"] = model_type
     (tmp_path / "config.json").write_text(__import__("json").dumps(config))
-    spec = C.spec_from_config("mine", str(tmp_path), tmp_path)
+    spec = loader.spec_from_config("mine", str(tmp_path), tmp_path)
     assert (spec.attn_output_module, spec.marker) == (module, "any_model")
 
 
@@ -115,8 +116,8 @@ def test_mpnet_by_path_captures_the_same_post_attention_states_as_the_registered
 
     directory = fetch.ensure_extracted(MODELS["mpnet"])
     texts = SentenceSet(name="two", sentences=("The cat sat on the mat.", "Stocks fell sharply today."))
-    by_path = C.capture(C.load(C.resolve(str(directory)), device="cpu"), texts, sublayers=True)
-    registered = C.capture(C.load(C.resolve("mpnet"), device="cpu"), texts, sublayers=True)
+    by_path = C.capture(loader.load(loader.resolve(str(directory)), device="cpu"), texts, sublayers=True)
+    registered = C.capture(loader.load(loader.resolve("mpnet"), device="cpu"), texts, sublayers=True)
     assert torch.equal(by_path.sublayers["attn"][1:], registered.sublayers["attn"][1:])
     assert torch.equal(by_path.states, registered.states)
 
@@ -149,7 +150,7 @@ def _equals_encode(loaded, directory):
 
 @pytest.mark.slow
 def test_minilm_pooled_final_vector_equals_sentence_transformers_encode(minilm):
-    _equals_encode(minilm, C.bundled_minilm_dir())
+    _equals_encode(minilm, loader.bundled_minilm_dir())
 
 
 @pytest.mark.slow
@@ -159,7 +160,7 @@ def test_mpnet_pooled_final_vector_equals_sentence_transformers_encode():
     from geometry_checks.registry import get_spec
 
     directory = fetch.ensure_extracted(get_spec("mpnet"))
-    _equals_encode(C.load(C.resolve("mpnet"), device="cpu"), directory)
+    _equals_encode(loader.load(loader.resolve("mpnet"), device="cpu"), directory)
 
 
 def test_every_run_records_its_batch_invariance(minilm):

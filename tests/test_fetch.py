@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from geometry_checks import capture as C
+from geometry_checks import loader
+from geometry_checks import fetch
 from geometry_checks import fetch as F
 from geometry_checks.errors import InputError
 from geometry_checks.registry import ALL_MODELS, MODELS, WeightPackage, WeightSource
@@ -45,11 +46,14 @@ def _files() -> dict[str, bytes]:
 
 
 def _zip_bytes(files: dict[str, bytes] | None = None) -> bytes:
+    """The same bytes on every call: a fixed date in every entry (writestr with a bare name
+    stamps the current time, so two calls across a 2-second boundary differed)."""
     buffer = io.BytesIO()
+    when = (2024, 1, 1, 0, 0, 0)
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(f"{FOLDER}/", b"")
+        archive.writestr(zipfile.ZipInfo(f"{FOLDER}/", when), b"")
         for name, data in (files or _files()).items():
-            archive.writestr(f"{FOLDER}/{name}", data)
+            archive.writestr(zipfile.ZipInfo(f"{FOLDER}/{name}", when), data, zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
 
 
@@ -188,9 +192,9 @@ def test_first_use_extracts_once_and_leaves_only_the_verified_copy(spec, cache, 
 def test_resolve_uses_the_wheels_and_the_registry_spec(spec, cache, monkeypatch):
     monkeypatch.setitem(MODELS, "mpnet", spec)
     monkeypatch.setitem(ALL_MODELS, "mpnet", spec)
-    assert "mpnet" in C.available_models()  # nothing read to find out
+    assert "mpnet" in loader.available_models()  # nothing read to find out
     assert not (cache / "models").exists()
-    ref = C.resolve("mpnet")
+    ref = loader.resolve("mpnet")
     assert ref.is_dir and Path(ref.location) == F.target_dir(spec)
     assert ref.spec.name == "mpnet" and ref.spec.weights_sha256 == spec.weights_sha256
 
@@ -200,18 +204,18 @@ def test_model_path_and_absence(zipped, cache, tmp_path, monkeypatch):
     monkeypatch.setitem(MODELS, "mpnet", spec)
     monkeypatch.setitem(ALL_MODELS, "mpnet", spec)
     monkeypatch.setattr(F, "locate_parts", lambda spec: [None, None, None])
-    monkeypatch.setattr(C, "hub_cache_dir", lambda *a, **k: None)
-    ref = C.resolve("mpnet")
+    monkeypatch.setattr(loader, "hub_cache_dir", lambda *a, **k: None)
+    ref = loader.resolve("mpnet")
     assert not ref.is_dir  # the Lab turns this into "weights not found" with the fetch command
-    assert "mpnet" not in C.available_models()
-    assert "run `geometry-checks fetch mpnet`" in C.how_to_supply(spec)
+    assert "mpnet" not in loader.available_models()
+    assert "run `geometry-checks fetch mpnet`" in loader.how_to_supply(spec)
     directory = tmp_path / "copy"
     for name, data in _files().items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_bytes(data)
-    ref = C.resolve("mpnet", {"mpnet": str(directory)})
+    ref = loader.resolve("mpnet", {"mpnet": str(directory)})
     assert ref.is_dir and ref.location == str(directory)
-    assert "mpnet" in C.available_models({"mpnet": str(directory)})
+    assert "mpnet" in loader.available_models({"mpnet": str(directory)})
     assert not (cache / "models").exists()
 
 
@@ -582,8 +586,8 @@ def _need_real(name: str):
 def test_the_real_mpnet_wheels_give_the_pinned_model():
     spec = _need_real("mpnet")
     directory = F.ensure_model(spec)
-    assert C.weights_sha256(directory) == spec.weights_sha256
-    loaded = C.load(C.resolve("mpnet"), device="cpu")
+    assert fetch.weights_sha256(directory) == spec.weights_sha256
+    loaded = loader.load(loader.resolve("mpnet"), device="cpu")
     assert (loaded.spec.layers, loaded.spec.hidden_size) == (12, 768)
 
 
@@ -591,7 +595,7 @@ def test_the_real_mpnet_wheels_give_the_pinned_model():
 @pytest.mark.parametrize("name, layers, hidden, since", [("smollm2", 30, 576, (4, 48)), ("gemma3", 18, 640, (4, 50))])
 def test_the_real_gguf_wheels_load_as_verified_model_directories(name, layers, hidden, since):
     """The GGUF converted once; the directory loads with every declared weight from the
-    checkpoint (capture.check_loading_info; the tied LM head is not part of the base model)
+    checkpoint (loader.check_loading_info; the tied LM head is not part of the base model)
     and the provenance names the upstream model, the quantization and the pinned hashes."""
     import transformers
 
@@ -602,7 +606,7 @@ def test_the_real_gguf_wheels_load_as_verified_model_directories(name, layers, h
     directory = F.ensure_model(spec)
     record = json.loads((directory / F.SOURCE_RECORD).read_text())
     assert record["file_sha256"] == spec.weights.file_sha256 and record["upstream"] == spec.hub_id
-    loaded = C.load(C.resolve(name), device="cpu")
+    loaded = loader.load(loader.resolve(name), device="cpu")
     assert (loaded.spec.layers, loaded.spec.hidden_size) == (layers, hidden)
     assert len(loaded.model.get_submodule(spec.blocks_module)) == layers
     assert loaded.model.config.tie_word_embeddings  # so AutoModel's base model uses every stored tensor

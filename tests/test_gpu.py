@@ -23,6 +23,7 @@ import torch
 
 from geometry_checks import baselines as B
 from geometry_checks import capture as C
+from geometry_checks import loader
 from geometry_checks.lab import DEFAULT_SENTENCES
 from geometry_checks.sentences import load_sentence_set
 from geometry_checks.streaming import measure_streaming
@@ -48,7 +49,7 @@ def core():
 def on_cuda():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return C.load(C.resolve("minilm"), "cuda")
+        return loader.load(loader.resolve("minilm"), "cuda")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def cuda_states(on_cuda, core):
 def test_capture_on_cuda_equals_capture_on_cpu(cuda_states, core):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cpu = C.capture(C.load(C.resolve("minilm"), "cpu"), core)
+        cpu = C.capture(loader.load(loader.resolve("minilm"), "cpu"), core)
     rows = compare_states(cpu, cuda_states)
     bad = [f"depth {d}: {diff:.3g} (max |x| {big:.3g})" for d, diff, big in rows if diff > 1e-4 + 1e-4 * big]
     assert not bad, "CUDA and CPU states differ: " + "; ".join(bad)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from geometry_checks.capture import bundled_minilm_dir
+from geometry_checks.loader import bundled_minilm_dir
 from geometry_checks.errors import InputError
 from geometry_checks.sentences import load_sentence_set
 

@@ -9,7 +9,7 @@ sentence file written here, with and without --sublayers) must agree to 1e-4 (ME
 asks 1e-3). With --sublayers the post-attention curves (`<metric>@attn`) are checked too,
 against the output of each block's attention sublayer read with the reference's own hook
 (BERT: `attention.output`, MPNet: `attention`, whose first output is LN(attn + input)).
-Only the model's directory comes from the suite (`capture.resolve`, which for mpnet joins
+Only the model's directory comes from the suite (`loader.resolve`, which for mpnet joins
 and verifies the part packages).
 """
 import itertools
@@ -23,7 +23,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as _PCA
 
-from geometry_checks import capture
+from geometry_checks import loader
 
 MODELS = [pytest.param("minilm", marks=pytest.mark.minilm, id="minilm"),
           pytest.param("mpnet", marks=pytest.mark.mpnet, id="mpnet")]
@@ -70,7 +70,7 @@ def model(request):
 def reference(model):
     from transformers import AutoModel, AutoTokenizer
 
-    path = capture.resolve(model).location
+    path = loader.resolve(model).location
     tok = AutoTokenizer.from_pretrained(path)
     net = AutoModel.from_pretrained(path).eval()
     mids = []

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from geometry_checks import capture as C
+from geometry_checks import loader
 from geometry_checks import metrics as M
 from geometry_checks import openquestion as OQ
 from geometry_checks.measure import Measurement, measure
@@ -292,7 +293,7 @@ def test_open_question_curves_equal_loop_oracles(minilm, captured, measured):
 def test_measure_sublayers_cli_writes_attn_and_word_class_curves(minilm, tmp_path, capsys, monkeypatch):
     from geometry_checks.cli import main
 
-    monkeypatch.setattr(C, "load", lambda ref, device="auto", dtype="float32": minilm)  # loaded once
+    monkeypatch.setattr(loader, "load", lambda ref, device="auto", dtype="float32": minilm)  # loaded once
 
     src = tmp_path / "few.txt"
     src.write_text("\n".join(TEXTS.sentences) + "\n")
@@ -410,7 +411,7 @@ def test_open_question_runs_on_the_mxbai_standin(request, tmp_path_factory):
         directory = request.getfixturevalue("standin_dirs")("mxbai")
     except pytest.FixtureLookupError:
         directory = standins.build_standin("mxbai", tmp_path_factory.mktemp("oq") / "mxbai", seed=0)
-    loaded = C.load(C.resolve("mxbai", {"mxbai": str(directory)}), device="cpu", dtype="float32")
+    loaded = loader.load(loader.resolve("mxbai", {"mxbai": str(directory)}), device="cpu", dtype="float32")
     sentences = SentenceSet("oq-standin", TEXTS.sentences[:3])
     st = C.capture(loaded, sentences, method="hooks", sublayers=True)
     assert torch.equal(st.states, C.capture(loaded, sentences, method="hidden_states").states)

@@ -260,7 +260,7 @@ def test_the_gate_on_your_own_model(installed):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from geometry_checks.capture import bundled_minilm_dir
+    from geometry_checks.loader import bundled_minilm_dir
 
     python, env, work, _, _ = installed
     run = work / "own-model"
@@ -272,7 +272,7 @@ def test_the_gate_on_your_own_model(installed):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "geometry-checks: recorded geometry-baselines/my-model/core.json" in proc.stdout
     recorded = json.loads((run / "geometry-baselines" / "my-model" / "core.json").read_text())
-    from geometry_checks.capture import weights_sha256
+    from geometry_checks.fetch import weights_sha256
 
     assert recorded["provenance"]["weights_sha256"] == weights_sha256(run / "my-model")
     assert recorded["provenance"]["sentence_set"] == "core" and recorded["provenance"]["torch"]

@@ -78,7 +78,7 @@ def test_update_baselines_outside_a_checkout_needs_recorded_dir(monkeypatch):
 def test_a_directory_with_a_registered_models_weights_takes_its_name_for_verdicts():
     """Issue 24: the xfail marks of `--model=DIR` are those of the registered model whose
     weights (sha256) the directory holds; decided at collection, no model loaded."""
-    from geometry_checks import capture
+    from geometry_checks import loader
     from geometry_checks import plugin as P
 
     class Config:
@@ -88,6 +88,6 @@ def test_a_directory_with_a_registered_models_weights_takes_its_name_for_verdict
             return []
 
     config = Config()
-    assert P.verdict_identity(config, str(capture.bundled_minilm_dir())) == "minilm"
+    assert P.verdict_identity(config, str(loader.bundled_minilm_dir())) == "minilm"
     assert P.verdict_identity(config, "mpnet") == "mpnet"
     assert P.verdict_identity(config, "/nonexistent/model-dir") == "/nonexistent/model-dir"  # its error comes later

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geometry_checks import capture as C
+from geometry_checks import loader
 from geometry_checks import report as R
 from geometry_checks.cli import main as cli_main
 from geometry_checks.errors import InputError
@@ -64,7 +65,7 @@ def _fail_if_loaded(monkeypatch):
     def load(*a, **k):
         raise AssertionError("a model was loaded before the options were checked")
 
-    monkeypatch.setattr(C, "load", load)
+    monkeypatch.setattr(loader, "load", load)
 
 
 # --------------------------------------------------------------------------- 1. outputs
@@ -144,7 +145,7 @@ def test_write_replaces_only_a_regular_file(tmp_path):
 def test_report_owns_its_directory(tmp_path, monkeypatch):
     """An earlier report's chart that this run does not draw is removed; a file no report
     wrote makes the run refuse before anything is measured."""
-    monkeypatch.setattr(C, "hub_cache_dir", lambda *a, **k: None)
+    monkeypatch.setattr(loader, "hub_cache_dir", lambda *a, **k: None)
     out = tmp_path / "report"
     out.mkdir()
     (out / "findings.md").write_text("old")
@@ -200,7 +201,7 @@ def test_an_unwritable_recorded_dir_fails_the_check_in_one_line(tmp_path):
 def _variant(tmp_path: Path, name: str, config: dict | None = None, drop=(), weights=None) -> Path:
     """The bundled MiniLM linked into tmp_path/name, with config.json changed, files dropped
     or model.safetensors replaced by `weights` (bytes)."""
-    src = C.bundled_minilm_dir()
+    src = loader.bundled_minilm_dir()
     d = tmp_path / name
     d.mkdir()
     for f in src.iterdir():
@@ -218,7 +219,7 @@ def _variant(tmp_path: Path, name: str, config: dict | None = None, drop=(), wei
 
 def _load_error(directory: Path) -> str:
     with pytest.raises(InputError) as info:
-        C.load(C.resolve(str(directory)), "cpu")
+        loader.load(loader.resolve(str(directory)), "cpu")
     message = str(info.value)
     assert "\n" not in message and str(directory) in message
     return message
@@ -241,7 +242,7 @@ def test_hidden_size_mismatch_names_the_tensors(tmp_path):
 def test_a_missing_tensor_is_never_random_initialised(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    tensors = load_file(C.bundled_minilm_dir() / "model.safetensors")
+    tensors = load_file(loader.bundled_minilm_dir() / "model.safetensors")
     del tensors["encoder.layer.3.output.dense.weight"]
     tmp = tmp_path / "w.safetensors"
     save_file(tensors, tmp, metadata={"format": "pt"})
@@ -255,7 +256,7 @@ def test_an_extra_tensor_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
     import torch
 
-    tensors = load_file(C.bundled_minilm_dir() / "model.safetensors")
+    tensors = load_file(loader.bundled_minilm_dir() / "model.safetensors")
     tensors["encoder.layer.0.surprise.weight"] = torch.zeros(3)
     tmp = tmp_path / "w.safetensors"
     save_file(tensors, tmp, metadata={"format": "pt"})
@@ -265,7 +266,7 @@ def test_an_extra_tensor_is_refused(tmp_path):
 
 @pytest.mark.minilm
 def test_truncated_weights_file(tmp_path, capsys):
-    full = (C.bundled_minilm_dir() / "model.safetensors").read_bytes()
+    full = (loader.bundled_minilm_dir() / "model.safetensors").read_bytes()
     d = _variant(tmp_path, "trunc", weights=full[: len(full) // 3])
     rc, _, err = run(capsys, "measure", "--model", d, "--out", tmp_path / "o.json")
     line = one_error_line(err)
@@ -286,14 +287,14 @@ def test_directory_without_tokenizer_files(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def minilm():
-    return C.load(C.resolve("minilm"), "cpu")
+    return loader.load(loader.resolve("minilm"), "cpu")
 
 
 @pytest.mark.minilm
 def test_the_token_limit_is_the_models_own(minilm, tmp_path):
     assert minilm.max_tokens == 256  # sentence_bert_config.json max_seq_length, not the tokenizer's 512
     assert minilm.provenance["max_tokens"] == 256
-    bare = C.load(C.resolve(str(_variant(tmp_path, "bare", drop=("sentence_bert_config.json",)))), "cpu")
+    bare = loader.load(loader.resolve(str(_variant(tmp_path, "bare", drop=("sentence_bert_config.json",)))), "cpu")
     assert bare.max_tokens == 512  # tokenizer limit, capped by 512 positions
 
 
@@ -316,7 +317,7 @@ def test_long_sentences_are_cut_with_one_warning(tmp_path, capsys, private_cache
     entries = list(private_cache.glob("*.json"))
     assert entries and all(e.stat().st_size < 200_000 for e in entries)
     # the cut text fits the limit exactly as it was measured
-    ids = C.load(C.resolve("minilm"), "cpu").tokenizer(measured[1])["input_ids"]
+    ids = loader.load(loader.resolve("minilm"), "cpu").tokenizer(measured[1])["input_ids"]
     assert 250 <= len(ids) <= 256
 
     # served from the cache: the same warning; --no-truncate refuses, naming the lines
@@ -462,11 +463,11 @@ def test_regenerate_hints_carry_the_runs_options(tmp_path):
 
 
 def test_uncached_hub_id_hint_works(monkeypatch):
-    monkeypatch.setattr(C, "hub_cache_dir", lambda *a, **k: None)
-    ref = C.resolve("someorg/some-encoder")
-    message = C.how_to_supply(ref.spec)
+    monkeypatch.setattr(loader, "hub_cache_dir", lambda *a, **k: None)
+    ref = loader.resolve("someorg/some-encoder")
+    message = loader.how_to_supply(ref.spec)
     assert "--model=DIR" in message and "--model-path" not in message
-    assert "--model-path=minilm=DIR" in C.how_to_supply(C.MODELS["minilm"])
+    assert "--model-path=minilm=DIR" in loader.how_to_supply(C.MODELS["minilm"])
 
 
 def test_comments_only_file_is_not_called_empty(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from geometry_checks import capture
+from geometry_checks import loader
 from geometry_checks import charts as CH
 from geometry_checks import claims as CL
 from geometry_checks import report as R
@@ -60,9 +60,9 @@ def core(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("report-core")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(capture, "hub_cache_dir", lambda *a, **k: None)  # mxbai/colbert: not run, everywhere
+        mp.setattr(loader, "hub_cache_dir", lambda *a, **k: None)  # mxbai/colbert: not run, everywhere
         lab = Lab(device="cpu")
-        directory = str(capture.bundled_minilm_dir())
+        directory = str(loader.bundled_minilm_dir())
         result = R.build_report(lab, ["minilm", directory], out)
     result["lab"] = lab
     result["directory"] = directory
@@ -662,8 +662,8 @@ def test_core_report_matrix_has_a_column_per_measured_model(core):
 
 
 def test_report_with_no_model_measures_every_registered_model_present(user, monkeypatch):
-    monkeypatch.setattr(capture, "hub_cache_dir", lambda *a, **k: None)  # as the child's empty HF cache
-    expected = capture.available_models()
+    monkeypatch.setattr(loader, "hub_cache_dir", lambda *a, **k: None)  # as the child's empty HF cache
+    expected = loader.available_models()
     assert expected[0] == "minilm"
     models = user["json"]["matrix"]["models"]
     assert [m["name"] for m in models] == expected
@@ -713,11 +713,11 @@ def test_report_command_restricts_to_model_and_defaults_to_every_model_present(t
         return {"rows": [], "charts": [], "not_drawn": [], "path": Path(out) / "findings.md"}
 
     monkeypatch.setattr(R, "build_report", fake_build_report)
-    monkeypatch.setattr(capture, "available_models", lambda paths=None: ["minilm", "mpnet"])
+    monkeypatch.setattr(loader, "available_models", lambda paths=None: ["minilm", "mpnet"])
     assert cli.main(["report", "--out", str(tmp_path), "--model", "minilm", "--model", "minilm"]) == 0
     assert cli.main(["report", "--out", str(tmp_path)]) == 0
     assert seen == [["minilm"], ["minilm", "mpnet"]]
-    monkeypatch.setattr(capture, "available_models", lambda paths=None: [])
+    monkeypatch.setattr(loader, "available_models", lambda paths=None: [])
     assert cli.main(["report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and "no registered model's weights are present" in err
@@ -850,7 +850,7 @@ def test_the_same_weights_get_the_same_expected_failures_named_or_as_a_directory
     except Exception as exc:  # noqa: BLE001 - the mpnet extra is not installed here
         pytest.skip(f"mpnet weights not available: {exc}")
     assert identity_for(directory) == "mpnet"
-    assert identity_for(str(capture.bundled_minilm_dir())) == "minilm"
+    assert identity_for(str(loader.bundled_minilm_dir())) == "minilm"
     assert identity_for(str(tmp_path_factory.mktemp("nothing"))) == str(tmp_path_factory.getbasetemp() / "nothing0")
     # pytest: the --model=DIR checks are collected with mpnet's strict xfails
     params = list(TC._dense_params([directory], identity_for))

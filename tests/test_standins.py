@@ -1,7 +1,7 @@
 """Stand-ins load and capture through the real code path.
 
 Each stand-in (random weights, real architecture) is built once per session into a
-temporary directory, loaded with capture.resolve/capture.load as a real checkpoint would
+temporary directory, loaded with loader.resolve/loader.load as a real checkpoint would
 be, and captured on a handful of texts. What is checked is the path, not the numbers:
 25 depths of width 1024, the content mask, the projection, hooks against
 output_hidden_states, and the two ways jina's code differs from BERT's (custom code that
@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 
 from geometry_checks import capture, standins
+from geometry_checks import loader
 from geometry_checks.errors import InputError
 from geometry_checks.registry import MODELS, read_pooling
 from geometry_checks.sentences import RetrievalItem, SentenceSet
@@ -39,8 +40,8 @@ SENTENCES = SentenceSet(
 
 
 def _load(standin_dirs, name):
-    ref = capture.resolve(name, {name: str(standin_dirs(name))})
-    return capture.load(ref, device="cpu", dtype="float32")
+    ref = loader.resolve(name, {name: str(standin_dirs(name))})
+    return loader.load(ref, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="class")

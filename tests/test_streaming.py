@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from geometry_checks import capture as C
+from geometry_checks import loader
 from geometry_checks import metrics as M
 from geometry_checks import streaming as ST
 from geometry_checks.errors import InputError
@@ -65,7 +66,7 @@ def assert_same(a, b, path: str = "", worst: list | None = None) -> float:
 def minilm():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return C.load(C.resolve("minilm"), "cpu")
+        return loader.load(loader.resolve("minilm"), "cpu")
 
 
 def both(loaded, sentences, poolings=("mean",), batch_size=64, cap=ST.DEFAULT_MAX_PCA_TOKENS, sublayers=False,
@@ -461,7 +462,7 @@ def test_token_ids_reuse_fit_to_limit_and_match_the_tokenizer(minilm, monkeypatc
     sentences = SentenceSet("s", ("Cats sleep a lot", long.strip()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        C.fit_to_limit(minilm, sentences)
+        loader.fit_to_limit(minilm, sentences)
     items = [("Cats sleep a lot", "doc"), (long.strip(), "doc")]
     assert C._model_text(minilm.spec, *items[0]) in minilm.recent_ids
     assert C._model_text(minilm.spec, *items[1]) not in minilm.recent_ids

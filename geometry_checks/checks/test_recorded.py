@@ -25,7 +25,7 @@ from geometry_checks.sentences import load_sentence_set
 
 def _models(config) -> list[tuple[str, str, str]]:
     """(model as given, name its baseline is filed under, marker): registered models, then each --model."""
-    from geometry_checks.capture import resolve
+    from geometry_checks.loader import resolve
 
     found = [(model, model, spec.marker) for model, spec in MODELS.items()]
     for model in dict.fromkeys(config.getoption("--model")):
