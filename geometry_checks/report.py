@@ -158,6 +158,10 @@ def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, 
         "verdict": outcome,
         "notes": _join(*parts),
         "reason": reason,
+        # issue 24: the three-way outcome (holds / does not hold / inconclusive) and the 95%
+        # bootstrap interval of the figure that decides, for findings.json
+        "outcome": verdict.outcome if verdict is not None else "",
+        "interval": verdict.interval if verdict is not None else "",
         "_note_parts": [p for p in parts if p],  # the markdown shortens each part on its own
         # a claim that counts depths: both forms (claims.DEPTH_FORMS), for the matrix
         "_forms": ({"fixed": verdict.fixed_form, "relative": verdict.relative_form}
@@ -188,7 +192,8 @@ def rows_from_pytest(records: list[dict]) -> list[dict]:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
         pooling = _pooling_cell(claim, model.split("+"), measurements)
-        row = _row(claim, model, verdict, rec["outcome"], reason, pooling, note)
+        outcome = "inconclusive" if verdict is not None and verdict.inconclusive else rec["outcome"]  # issue 24
+        row = _row(claim, model, verdict, outcome, reason, pooling, note)
         if get is not None and "+" not in model:
             try:
                 row["_facts"] = model_facts(model, measurements.get(model) or get(model))
@@ -289,6 +294,8 @@ def rows_from_lab(lab, models: list[str], sentences=None, getter: _Getter | None
 
 def _outcome(verdict: CL.Verdict, key: tuple[str, str]) -> str:
     expected_failure = key in CL.EXPECTED_FAILURES
+    if verdict.inconclusive:  # issue 24: neither a pass nor a failure
+        return "inconclusive"
     if verdict.passed:
         return "xpassed" if expected_failure else "passed"
     return "xfailed" if expected_failure else "failed"
@@ -423,9 +430,10 @@ def _pooling_notes(rows: list[dict]) -> list[str]:
 
 # A cell's verdict word (pytest's `skipped` and the report's `not run` read the same).
 VERDICT_WORD = {"passed": "pass", "failed": "FAIL", "xfailed": "xfail (expected failure)",
-                "xpassed": "XPASS (expected failure passed)", "skipped": "not run", "not run": "not run"}
+                "xpassed": "XPASS (expected failure passed)", "skipped": "not run", "not run": "not run",
+                "inconclusive": "INCONCLUSIVE (interval straddles the bound)"}
 HOLDS = ("passed", "xpassed")  # the finding holds: the check passed (an xpass fails the run, but the finding held)
-COUNTED = ("passed", "xpassed", "failed", "xfailed")  # a verdict on a measurement; an expected failure does not hold
+COUNTED = ("passed", "xpassed", "failed", "xfailed", "inconclusive")  # a verdict on a measurement; an expected failure does not hold
 # The article claim a dense claim restates, where the published figure cannot be computed
 # from the published curves (dense-foo-bar falls back to article claim foo-bar, then foo).
 ARTICLE_OF = {"dense-collapse": "collapse", "dense-signal-peak": "baseline-gap",
@@ -682,7 +690,7 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
 def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -> dict:
     out = {
         "summary": {"checks": len(rows), **summary_counts(rows)},
-        "rows": [{k: row.get(k, "") for k in [*COLUMNS, "reason"]} for row in rows],
+        "rows": [{k: row.get(k, "") for k in [*COLUMNS, "reason", "outcome", "interval"]} for row in rows],
         "matrix": claims_matrix(rows),
     }
     if context:
