@@ -11,7 +11,9 @@ Two tables of claims, both data-driven:
 
 A check is a plain function `check_<id>(get, claim) -> Verdict`, `get(model)` returning
 that model's Measurement. Every check compares, never asserts: the pytest layer asserts
-`verdict.passed` and shows `verdict.message`; the report shows the same verdicts.
+`verdict.passed` and shows `verdict.message`; the report shows the same verdicts. Verdicts
+are three-way (issue 24, THREE_WAY_DOC): holds, does not hold, or inconclusive when the
+95% bootstrap interval of the deciding figure straddles its bound (`decide`, `Bounds`).
 Known failures are data too: EXPECTED_FAILURES maps (model, claim) to the reason.
 """
 from __future__ import annotations
@@ -217,7 +219,8 @@ def _bool(model, claim, label, ok, measured, expected, bounds: "Bounds | None" =
     if bounds is None:
         return Verdict(claim.id, model, bool(ok), measured, expected, _tol(claim.tolerance), "" if ok else label)
     outcome = decide(bool(ok), bounds)
-    detail = "" if outcome == HOLDS else label if not ok else f"the 95% interval {bounds.text()} is not all {bounds.side}"
+    detail = ("" if outcome == HOLDS else label if not ok
+              else f"the 95% interval {bounds.text()} is not all {bounds.side}")
     return Verdict(claim.id, model, bool(ok), measured, expected, _tol(claim.tolerance), detail,
                    outcome=outcome, interval=bounds.text())
 
@@ -239,7 +242,7 @@ class Bounds:
 
     def text(self) -> str:
         if self.lo is None or self.hi is None:
-            return f"of {self.what}: none ({self.why or 'not resampled'})"
+            return f"of {self.what}: none ({self.why})" if self.why else ""
         return f"of {self.what} [{_fmt(self.lo)}, {_fmt(self.hi)}]"
 
 
@@ -259,10 +262,21 @@ def decide(point_ok: bool, bounds: Bounds) -> str:
     return INCONCLUSIVE
 
 
+def _interval(m, name: str) -> dict | None:
+    """The measurement's interval of a curve (None where it has none, or predates intervals)."""
+    get = getattr(m, "interval", None)
+    return get(name) if get is not None else None
+
+
+def _reason(m, name: str) -> str:
+    get = getattr(m, "interval_reason", None)
+    return get(name) if get is not None else ""  # a measurement without intervals: nothing to say
+
+
 def _curve_bounds(m: Measurement, name: str) -> tuple[list | None, list | None, str]:
-    iv = m.interval(name)
+    iv = _interval(m, name)
     if iv is None:
-        return None, None, m.interval_reason(name)
+        return None, None, _reason(m, name)
     return iv["lo"], iv["hi"], ""
 
 
@@ -278,9 +292,9 @@ def _peak_bounds(m: Measurement, name: str, window: range, first: int, what: str
     """The claim 'the curve's largest value over depths first..L is in `window`': the paired
     interval (the same resamples, `diff_lo`/`diff_hi`) of the margin c[p] - max c[d] over the
     depths d outside the window, p the window's highest depth. Positive: the peak is in it."""
-    iv = m.interval(name)
+    iv = _interval(m, name)
     if iv is None:
-        return Bounds(what, None, None, lambda q: q > 0, "above 0", m.interval_reason(name))
+        return Bounds(what, None, None, lambda q: q > 0, "above 0", _reason(m, name))
     c = m.curve(name)
     p = _argmax(c, window.start, window.stop)
     outside = [d for d in range(first, m.depths) if d not in window and c[d] is not None]
@@ -800,13 +814,13 @@ def check_dense_late_separability(m: Measurement, claim: Claim, model: str) -> V
 
     n, k = _last_blocks(m), min(5, m.last)
     rel, fix = share(n), share(k)
-    iv = m.interval("separability_ratio")
+    iv = _interval(m, "separability_ratio")
     qlo = qhi = None
     if iv is not None:  # the paired gains sep[L] - sep[L-n] and sep[L] - sep[0], as a box
         qlo, qhi = _ratio_bounds(iv["diff_lo"][m.last - n][m.last], iv["diff_hi"][m.last - n][m.last],
                                  iv["diff_lo"][0][m.last], iv["diff_hi"][0][m.last])
     bounds = Bounds(f"the last {n} blocks' share", qlo, qhi, lambda q: q > need, f"> {need}",
-                    m.interval_reason("separability_ratio") if iv is None else "the gain from 0 is not surely positive")
+                    _reason(m, "separability_ratio") if iv is None else "the gain from 0 is not surely positive")
     return _forms(claim, model, (f"last {k} blocks: {fix:.0%}", fix > need),
                   (f"last {n} of {m.last} blocks: {rel:.0%}", rel > need),
                   f"last {n} blocks: {rel:.0%} of {_fmt(sep[0])} -> {_fmt(sep[-1])} (fixed 5: {fix:.0%})",
@@ -840,7 +854,7 @@ def check_dense_meanpool_drift(m: Measurement, claim: Claim, model: str) -> Verd
     bound = claim.tolerance["max"]
     # an extreme over this set's sentences: no interval (intervals.INTERVAL_NOT_COMPUTED); the point decides
     bounds = Bounds("max drift at L", None, None, lambda q: q < bound, f"< {bound}",
-                    m.interval_reason("meanpool_drift[max]"))
+                    _reason(m, "meanpool_drift[max]"))
     return _bool(model, claim, f"a sentence keeps cosine {hi:.3f} with its depth-0 pool", hi < bound,
                  f"max cosine {_fmt(hi)} at {m.last}", f"< {bound}", bounds)
 
@@ -903,7 +917,8 @@ def check_dense_negation_late(m: Measurement, claim: Claim, model: str) -> Verdi
     peak = _argmax(pair)
     drop = pair[peak] - pair[-1]
     need = claim.tolerance["min_drop"]
-    bounds = Bounds("the drop", None, None, lambda q: q >= need, f">= {need}", m.interval_reason("pair_cosine[negation]"))
+    bounds = Bounds("the drop", None, None, lambda q: q >= need, f">= {need}",
+                    _reason(m, "pair_cosine[negation]"))
     return _bool(model, claim, f"the pair cosine drops only {drop:.3f} from its peak", drop >= need,
                  f"peak {_fmt(pair[peak])} at {peak} -> {_fmt(pair[-1])} at {m.last}", f"drop >= {need}", bounds)
 
@@ -915,7 +930,7 @@ def check_dense_role_reversal(m: Measurement, claim: Claim, model: str) -> Verdi
     low = min(pair)
     need = claim.tolerance["min"]
     bounds = Bounds("the minimum", None, None, lambda q: q >= need, f">= {need}",
-                    m.interval_reason("pair_cosine[role_reversal]"))
+                    _reason(m, "pair_cosine[role_reversal]"))
     return _bool(model, claim, f"the pair cosine falls to {low:.3f}", low >= need,
                  f"min {_fmt(low)} at {pair.index(low)}", f">= {need}", bounds)
 
@@ -951,6 +966,46 @@ def run_dense_check(claim: Claim, m: Measurement, model: str) -> Verdict:
     return DENSE_CHECKS[claim.id](m, claim, model)
 
 
+THREE_WAY_DOC = """## Three-way verdicts (issue 24)
+
+Every verdict is one of **holds**, **does not hold** or **inconclusive** (`Verdict.outcome`;
+`Verdict.passed` is True only when it holds). A dense check decides on one figure (a ratio,
+a share, a margin, a maximum) and compares it with its bound; the measurement's 95%
+bootstrap interval over sentences (docs/metrics.md) gives that figure an interval
+(`Verdict.interval`, also in findings.json's rows with `outcome`):
+
+- **holds**: the point estimate passes and so does the whole interval;
+- **does not hold**: the point estimate fails and so does the whole interval;
+- **inconclusive**: the interval straddles the bound, or lies on the other side of it
+  than the point estimate (a percentile interval of a skewed statistic can).
+
+How each figure gets its interval:
+
+| claim | figure | interval |
+| --- | --- | --- |
+| dense-collapse | intra[L] / intra[0] | the two depths' intervals as a box (wider than the paired ratio's) |
+| dense-signal-peak, dense-cls-alignment | c[L] - max c[d] over the other depths | paired (`diff_lo`/`diff_hi`: the same resamples) |
+| dense-coherent-push | the window's highest depth minus max c[d] before the window | paired |
+| dense-late-separability | (sep[L] - sep[L-n]) / (sep[L] - sep[0]) | the two paired gains as a box |
+| dense-late-writes | share of dims written most in the last n blocks | the histogram's interval at those depths |
+| dense-pc1-orthogonal (and pc1-orthogonal) | max over depths | [max of the lower ends, max of the upper ends] |
+| dense-stable-norms | max final norm / median | the depths' intervals as a box |
+| dense-meanpool-drift | max over sentences | none: an extreme (the point decides) |
+| dense-negation-late, dense-role-reversal | one pair's cosine | none: one pair of texts (the point decides) |
+| article claims (mxbai, colbert) | published figures within tolerances | none yet: compared as before, two-way |
+
+Where there is no interval the point estimate decides and the verdict says why
+(`interval` reads "none (...)"). In pytest an **inconclusive** verdict is an expected
+failure raised at run time (`pytest.xfail`) whose reason starts with `INCONCLUSIVE`:
+never a pass, listed by `pytest -rx`, counted in the summary's xfailed, and shown as
+`INCONCLUSIVE` in findings.md and `inconclusive` in findings.json (`report` gives the same
+outcome in-process). A verdict that does not hold fails the test; a known failure
+(EXPECTED_FAILURES) stays a strict xfail. The open question (a measurement, not a check)
+reads `answered` only for a dip whose drop and recovery both exceed their paired
+intervals, `inconclusive` for a local minimum within the noise, `no dip` otherwise.
+Recorded-baseline checks (the regression gate) keep their tolerances."""
+
+
 def claims_markdown() -> str:
     """docs/claims.md: every claim with its published figure, tolerance and the reason for it."""
     import pandas as pd
@@ -983,6 +1038,7 @@ def claims_markdown() -> str:
         "the article's. Every verdict of these claims reports both forms (`Verdict.fixed_form`, "
         "`Verdict.relative_form`, and both figures in the measured text); the relative form decides.\n\n"
         f"{esc(pd.DataFrame(forms)).to_markdown(index=False)}\n\n"
+        f"{THREE_WAY_DOC}\n\n"
         f"## Expected failures\n\n{failures}\n"
     )
 

@@ -432,7 +432,7 @@ def bootstrap_stats(states: LayerStates, cloud: LayerStates, poolings, sublayers
     metrics.py's per-sentence functions: the reference the streaming engine is held to."""
     x, c, a = cloud.states, cloud.content, cloud.attn
     S = x.shape[1]
-    res = IV.Resampler(S, device=x.device)
+    res = IV.Resampler(S, device=IV.device_for(x.device))
     stats = IV.Stats(res)
     stats.hidden = x.shape[-1]
     slots = torch.arange(S, device=x.device)

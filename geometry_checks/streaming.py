@@ -20,7 +20,14 @@ the whole set. It consumes `capture.iter_batches` one batch at a time and keeps 
   block's post-attention state `mid` (its content means ``[P - 1, S, H]`` for
   separability@attn, its pair sums), the per-sentence word-class pair sums ``[P, S, 3]``
   (function words from `openquestion.word_class_masks`) and the sums of the mean pools'
-  unit vectors (`pair_cosine_all`).
+  unit vectors (`pair_cosine_all`);
+- for the bootstrap intervals (issue 24, `intervals.py`): the per-sentence token-norm
+  sums and |unit-vector sum|^2 ``[P, S]`` (and the pools' |unit|^2 with sublayers), and,
+  through one `intervals.Resampler` (1,000 seeded resamples as counts ``[1000, S]``), the
+  resampled sums of each sentence's unit-vector sum, |pool step| per dimension (per
+  pooling) and, with sublayers, pool unit vector: ``[1000, P, H]`` each, float64, added
+  batch by batch (no per-sentence ``[P, S, H]`` of them is kept); separability's resamples
+  are taken from the kept content means before they are released.
 
 Memory is therefore about S x P x H x 4 bytes (x 2 - 1/P with sublayers) plus the sample
 (P x 20,000 x H x 4 bytes), whatever the set's token count: for MiniLM (P = 7, H = 384)
@@ -907,7 +914,8 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
                 m = None if m is None else m.index_select(1, idx)
                 fw = None if fw is None else fw[idx]
             if cloud is None:
-                res = IV.Resampler(S, device=dev) if S >= 2 else None  # issue 24: the bootstrap's resamples
+                # issue 24: the bootstrap's resamples (none for a one-sentence set)
+                res = IV.Resampler(S, device=IV.device_for(dev)) if S >= 2 else None
                 cloud = _Cloud(x.shape[0], x.shape[-1], S, dev, poolings, pools=True, classes=sublayers, res=res)
                 if pr is not None:
                     proj = _Cloud(1, pr.shape[-1], S, dev, (), pools=False)
