@@ -220,7 +220,7 @@ def _bool(model, claim, label, ok, measured, expected, bounds: "Bounds | None" =
         return Verdict(claim.id, model, bool(ok), measured, expected, _tol(claim.tolerance), "" if ok else label)
     outcome = decide(bool(ok), bounds)
     detail = ("" if outcome == HOLDS else label if not ok
-              else f"the 95% interval {bounds.text()} is not all {bounds.side}")
+              else f"its 95% interval is not all {bounds.side}")
     return Verdict(claim.id, model, bool(ok), measured, expected, _tol(claim.tolerance), detail,
                    outcome=outcome, interval=bounds.text())
 
@@ -677,7 +677,7 @@ def _forms(claim: Claim, model: str, fixed: tuple[str, bool], relative: tuple[st
     outcome = decide(ok, bounds) if bounds is not None else ""
     detail = "" if ok else failure
     if outcome == INCONCLUSIVE and ok:
-        detail = f"the 95% interval {bounds.text()} is not all {bounds.side}"
+        detail = f"its 95% interval is not all {bounds.side}"
     return Verdict(
         claim.id, model, ok, measured, expected, _tol(claim.tolerance), detail,
         fixed_form=f"{fixed[0]} ({'holds' if fixed[1] else 'does not hold'})",

@@ -334,7 +334,7 @@ def _dip_text(dip: dict, last: int, typical: dict, what: str = "dip") -> str:
     share = ", ".join(f"[{k}] {_f(v, True)}" for k, v in dip["share_change"].items())
     text += f"; by class, d={d - 1}->{d}: {change}; pair-weighted shares of the change: {share}"
     if dip["driver"]:
-        text += f": {'driven' if what == 'dip' else 'held back'} by {dip['driver']} pairs"
+        text += f": {'driven' if what.startswith('dip') else 'held back'} by {dip['driver']} pairs"
         steps = dip["class_steps"].get(dip["driver"])
         if steps and not any(math.isnan(v) for v in steps):
             text += f" (their attention step {_f(steps[0], True)}, feed-forward step {_f(steps[1], True)})"
