@@ -45,7 +45,7 @@ PACKAGE = Path(__file__).resolve().parent
 # lab.py: it fits the set to the token limit and writes the provenance a cached entry keeps
 # (the set's hash as given, what was truncated), so an entry of an older Lab is not served.
 CODE_FILES = ("metrics.py", "measure.py", "streaming.py", "capture.py", "loader.py", "registry.py", "sentences.py",
-              "openquestion.py", "cache.py", "lab.py")
+              "openquestion.py", "cache.py", "lab.py", "intervals.py")
 # Small model files that decide tokenization, architecture and pooling (besides the weights).
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                "added_tokens.json", "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model",

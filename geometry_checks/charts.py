@@ -174,6 +174,7 @@ def _lines(ax, series: list[Series], ylabel: str) -> None:
         if not pts:
             continue
         xs, ys = zip(*pts)
+        _band(ax, s)
         style = PUBLISHED_LINESTYLE if s.published else (s.linestyle or "-")
         ax.plot(xs, ys, linestyle=style, color=s.color, label=s.label, marker=s.marker,
                 markersize=3 if s.published else 4, markerfacecolor="none" if s.published else s.color,
@@ -183,6 +184,26 @@ def _lines(ax, series: list[Series], ylabel: str) -> None:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.25)
     _legend(ax)
+
+
+class Banded(list):
+    """A measured curve (a list over depths) that carries its 95% bootstrap interval
+    (`band` = (lo, hi), lists over depths; issue 24): `_curve` returns one, so every chart
+    that plots a measured curve draws its band without knowing about it."""
+
+    band: tuple[list, list] | None = None
+
+
+def _band(ax, s: "Series") -> None:
+    """Shade a measured series' 95% bootstrap interval (fill_between) in its own colour."""
+    band = getattr(s.values, "band", None)
+    if band is None or s.published:
+        return
+    depths = s.depths if s.depths is not None else range(len(s.values))
+    pts = [(_x(d, s.n_depths), lo, hi) for d, lo, hi in zip(depths, *band) if _finite(lo) and _finite(hi)]
+    if pts:
+        xs, los, his = zip(*pts)
+        ax.fill_between(xs, los, his, color=s.color, alpha=0.15, linewidth=0, zorder=1)
 
 
 def _legend(ax) -> None:
@@ -218,10 +239,14 @@ def _per_model(reports: list[ModelReport], fn: Callable, omitted: list | None) -
 
 def _curve(m, name: str, pooling: str = "mean") -> list:
     try:
-        return m.curve(name, pooling)
+        values = Banded(m.curve(name, pooling))
     except KeyError:
         base = name.split("[")[0]
         raise NotDrawn(f"{name} not computed ({m.not_computed.get(base, 'not measured')})") from None
+    iv = m.interval(name, pooling) if hasattr(m, "interval") else None
+    if iv is not None:
+        values.band = (iv["lo"], iv["hi"])
+    return values
 
 
 def _has(m, name: str) -> bool:
@@ -331,7 +356,11 @@ def chart_write_depth(ctx: ChartContext, reports: list[ModelReport], omitted: li
         frac = m.scalars.get("late_write_fraction")
         label = f"{r.label} (L={m.last}, {sum(counts)} dims" + (
             f"; last two depths: {frac:.0%})" if frac is not None else ")")
-        return [Series(_fractions(counts), m.depths, label, **_q(r))]
+        values = Banded(_fractions(counts))
+        if counts.band is not None:  # the band of each count, as a fraction of the dims
+            total = sum(c for c in counts if c) or 1
+            values.band = tuple([(v or 0) / total if v is not None else None for v in side] for side in counts.band)
+        return [Series(values, m.depths, label, **_q(r))]
 
     series = _per_model(reports, one, omitted)
     pub = _pub_curve(ctx, "mxbai", "write_depth_histogram")

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
+from . import intervals as IV
 from . import metrics as M
 from .capture import LayerStates
 from .errors import InputError
 from .sentences import SentenceSet
 
-SCHEMA = 1
+SCHEMA = 2  # 2: bootstrap intervals (issue 24)
 RECALL_KS = (1, 3, 5)
 
 
@@ -66,6 +67,11 @@ class Measurement:
     final: dict = field(default_factory=dict)
     by_pooling: dict = field(default_factory=dict)
     not_computed: dict = field(default_factory=dict)
+    # issue 24: percentile bootstrap intervals over sentences (geometry_checks/intervals.py):
+    # curve -> {lo, hi, diff_lo, diff_hi}; scalar -> {lo, hi}; metric -> why it has none
+    intervals: dict = field(default_factory=dict)
+    scalar_intervals: dict = field(default_factory=dict)
+    interval_not_computed: dict = field(default_factory=dict)
     excluded: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     schema: int = SCHEMA
@@ -80,6 +86,22 @@ class Measurement:
             why = self.not_computed.get(name, self.not_computed.get(name.split("[")[0], "not measured"))
             raise KeyError(f"{name} ({pooling} pooling): {why}")
         return source[name]
+
+    def interval(self, name: str, pooling: str = "mean") -> dict | None:
+        """The curve's bootstrap interval {lo, hi, diff_lo, diff_hi} (lists over depths; diff_*[d][e]
+        bound c[e] - c[d] from the same resamples), or None where it has none (interval_reason)."""
+        source = self.intervals if pooling == "mean" else self.by_pooling.get(pooling, {}).get("intervals", {})
+        return source.get(name)
+
+    def scalar_interval(self, name: str, pooling: str = "mean") -> dict | None:
+        source = (self.scalar_intervals if pooling == "mean"
+                  else self.by_pooling.get(pooling, {}).get("scalar_intervals", {}))
+        return source.get(name)
+
+    def interval_reason(self, name: str, pooling: str = "mean") -> str:
+        source = (self.interval_not_computed if pooling == "mean"
+                  else self.by_pooling.get(pooling, {}).get("interval_not_computed", {}))
+        return source.get(name, "not resampled")
 
     def to_json(self) -> dict:
         """A plain-JSON copy (dicts, lists, numbers, strings; nothing shared with self)."""
@@ -407,7 +429,60 @@ def measure(
     result.scalars = _jsonify(result.scalars)
     result.per_dimension = _jsonify(result.per_dimension)
     mark_undefined(result, len(sentences.sentences))
+    stats = bootstrap_stats(states, cloud, poolings, sublayers) if len(rows) >= 2 else None
+    IV.attach(result, stats, poolings, classes=sublayers, attn=sublayers and "attn" in cloud.sublayers)
     return result
+
+
+def bootstrap_stats(states: LayerStates, cloud: LayerStates, poolings, sublayers: bool) -> IV.Stats:
+    """The per-sentence contributions behind the bootstrap intervals (intervals.Stats), from
+    metrics.py's per-sentence functions: the reference the streaming engine is held to."""
+    x, c, a = cloud.states, cloud.content, cloud.attn
+    S = x.shape[1]
+    res = IV.Resampler(S, device=IV.device_for(x.device))
+    stats = IV.Stats(res)
+    stats.hidden = x.shape[-1]
+    slots = torch.arange(S, device=x.device)
+    per = stats.per
+    per["n"] = M.content_counts(c)
+
+    def token_cloud_stats(h: torch.Tensor, sfx: str) -> None:
+        per["intra" + sfx] = M.intra_sentence_cosine_per_sentence(h, c)
+        per["within" + sfx] = M.within_scatter(h, c)
+        units = M._masked_sum(M._unit(M._work(h)), c)  # [P, S, H]: each sentence's sum of unit vectors
+        per["unit_sq" + sfx] = (units * units).sum(-1)
+        res.add("unit" + sfx, slots, units.transpose(0, 1))
+        stats.separability(sfx, M.content_means(h, c), per["within" + sfx])
+
+    token_cloud_stats(x, "")
+    per["norm_sum"] = M._masked_sum(torch.linalg.vector_norm(M._work(x), dim=-1), c)
+    per["pc1"] = M.pc1_mean_cosine_per_sentence(x, c)
+    per["delta"] = M.delta_coherence_per_sentence(x, c)
+    pools = M.mean_pool(x, a)
+    per["cls_align"] = M.cosine(M.summary_token(x, a, cloud.summary), pools)
+    per["drift"] = M.meanpool_drift(pools)
+    for pooling in poolings:
+        p = pools if pooling == "mean" else M.pool(x, a, pooling, cloud.summary)
+        res.add(f"steps:{pooling}", slots, (p[1:] - p[:-1]).abs().transpose(0, 1))
+    if sublayers:
+        from .openquestion import word_class_masks
+
+        cw, fw = word_class_masks(cloud)
+
+        def class_stats(h: torch.Tensor, sfx: str) -> None:
+            parts = [M.class_pair_sums(h, cw), M.class_pair_sums(h, fw), M.class_pair_sums(h, cw, fw)]
+            per["class_sums" + sfx] = torch.stack([s for s, _ in parts], -1)
+            per["class_pairs"] = torch.stack([n for _, n in parts], -1)
+
+        class_stats(x, "")
+        units = M._unit(pools)
+        per["pool_unit_sq"] = (units * units).sum(-1)
+        res.add("pool_unit", slots, units.transpose(0, 1))
+        mid = cloud.sublayers.get("attn")
+        if mid is not None:
+            token_cloud_stats(mid[1:], "@attn")
+            class_stats(mid[1:], "@attn")
+    return stats
 
 
 def merge_pooled(result: Measurement, curves: dict, poolings, parts: list[dict]) -> None:

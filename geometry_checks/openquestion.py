@@ -22,7 +22,9 @@ This module runs them (docs/open-question.md has the method and its limits):
 
 `open_question_curves` is what `measure(..., sublayers=True)` calls; `open_question_row`
 and `plot_open_question` turn a Measurement into the findings row `open-question` and its
-chart. The row is a measurement, not a check: its verdict is `answered` or `no dip`.
+chart. The row is a measurement, not a check: its verdict is `answered` (a dip whose drop and
+recovery both exceed their paired 95% bootstrap intervals), `inconclusive` (a local
+minimum within the noise) or `no dip`.
 """
 from __future__ import annotations
 
@@ -245,13 +247,31 @@ def answer(measurement) -> dict | None:
             "driver": min(finite, key=finite.get) if finite else None,
         }
 
+    iv = measurement.interval(INTRA) if hasattr(measurement, "interval") else None
+
+    def paired(d: int, e: int) -> tuple[float, float] | None:
+        """The 95% interval of intra[e] - intra[d] from the same resamples (None: none)."""
+        if iv is None:
+            return None
+        lo, hi = iv["diff_lo"][d][e], iv["diff_hi"][d][e]
+        return None if lo is None or hi is None else (lo, hi)
+
     found = dips(intra)
-    result_dips = [block(d) for d in found]
+    result_dips = []
+    uncertain = []
+    for d in found:
+        dip = block(d)
+        down, up = paired(d, d - 1), paired(d, d + 1)  # intra[d-1] - intra[d], intra[d+1] - intra[d]
+        dip["drop"], dip["drop_interval"], dip["rise_interval"] = intra[d - 1] - intra[d], down, up
+        # issue 24: a dip is a dip when both its drop and its recovery exceed their paired
+        # intervals (lower ends above 0); a point minimum inside the noise is reported, not counted
+        dip["certain"] = None if down is None or up is None else down[0] > 0 and up[0] > 0
+        (uncertain if dip["certain"] is False else result_dips).append(dip)
     # Without a dip: the block of the weakest rise (smallest intra[d] - intra[d-1], d in
     # 1..L-1, where a dip could be), split the same way: where the model comes closest to
     # the article's dip (mpnet: a stall at 7 of 12), and which sublayer holds it back.
     stall = None
-    if not found and last >= 2:
+    if not result_dips and not uncertain and last >= 2:
         stall = block(min(range(1, last), key=lambda d: (intra[d] - intra[d - 1], d)))
     others = [d for d in range(1, last + 1) if d not in found and (stall is None or d != stall["depth"])]
     typical = {"attention_step": nan, "feed_forward_step": nan}
@@ -268,6 +288,8 @@ def answer(measurement) -> dict | None:
         "intra": intra,
         "mid": mid,
         "dips": result_dips,
+        "uncertain_dips": uncertain,
+        "interval_reason": None if iv is not None else getattr(measurement, "interval_reason", lambda n: "")(INTRA),
         "weakest_rise": stall,
         "typical_steps": typical,
         "sublayers_missing": measurement.not_computed.get(INTRA + ATTN) if mid is None else None,
@@ -292,6 +314,10 @@ def _curve_text(values: list[float]) -> str:
 def _dip_text(dip: dict, last: int, typical: dict, what: str = "dip") -> str:
     d = dip["depth"]
     text = f"{what} at d={d}/{last} (relative depth {d / last:.2f}): intra {_f(dip['before'])} (d={d - 1}) -> {_f(dip['at'])} -> {_f(dip['after'])} (d={d + 1})"
+    if dip.get("drop_interval"):
+        (dlo, dhi), (rlo, rhi) = dip["drop_interval"], dip["rise_interval"]
+        text += (f"; drop {_f(dip['drop'])} (paired 95% interval [{_f(dlo)}, {_f(dhi)}]), "
+                 f"recovery interval [{_f(rlo)}, {_f(rhi)}]")
     attn, ffn = dip["attention_step"], dip["feed_forward_step"]
     if not math.isnan(attn):
         text += (
@@ -308,7 +334,7 @@ def _dip_text(dip: dict, last: int, typical: dict, what: str = "dip") -> str:
     share = ", ".join(f"[{k}] {_f(v, True)}" for k, v in dip["share_change"].items())
     text += f"; by class, d={d - 1}->{d}: {change}; pair-weighted shares of the change: {share}"
     if dip["driver"]:
-        text += f": {'driven' if what == 'dip' else 'held back'} by {dip['driver']} pairs"
+        text += f": {'driven' if what.startswith('dip') else 'held back'} by {dip['driver']} pairs"
         steps = dip["class_steps"].get(dip["driver"])
         if steps and not any(math.isnan(v) for v in steps):
             text += f" (their attention step {_f(steps[0], True)}, feed-forward step {_f(steps[1], True)})"
@@ -339,6 +365,14 @@ def open_question_row(measurement) -> dict | None:
     if a["dips"]:
         measured = "; ".join(_dip_text(dip, last, a["typical_steps"]) for dip in a["dips"])
         verdict = "answered"
+        if a["uncertain_dips"]:
+            measured += "; " + "; ".join(_dip_text(dip, last, a["typical_steps"], "dip within the noise")
+                                         for dip in a["uncertain_dips"])
+    elif a["uncertain_dips"]:
+        # issue 24: a local minimum whose drop or recovery does not exceed its paired interval
+        measured = "; ".join(_dip_text(dip, last, a["typical_steps"], "dip within the noise")
+                             for dip in a["uncertain_dips"])
+        verdict = "inconclusive"
     else:
         measured = f"no dip: intra_sentence_cosine is {_curve_text(a['intra'])} (d=0..{last})"
         if a["weakest_rise"] is not None:
@@ -349,7 +383,14 @@ def open_question_row(measurement) -> dict | None:
     notes.append("pairs: " + ", ".join(f"[{k}] {v}" for k, v in a["pairs"].items()))
     if a["sublayers_missing"]:
         notes.append(f"sublayer split not measured: {a['sublayers_missing']}")
+    if a["interval_reason"]:
+        notes.append(f"no interval on intra_sentence_cosine ({a['interval_reason']}): every local minimum counts")
+    else:
+        notes.append("a dip counts when its drop and its recovery both exceed their paired 95% bootstrap "
+                     "intervals over sentences; the sublayer and class splits carry no interval")
     notes.append("post-LayerNorm sublayers are not additive contributions; the stop-word list decides the classes")
+    intervals = [f"d={dip['depth']}: drop [{_f(dip['drop_interval'][0])}, {_f(dip['drop_interval'][1])}]"
+                 for dip in a["dips"] + a["uncertain_dips"] if dip.get("drop_interval")]
     return {
         "claim": CLAIM,
         "model": a["model"],
@@ -359,6 +400,8 @@ def open_question_row(measurement) -> dict | None:
         "tolerance": "n/a: informational measurement, not pass/fail",
         "verdict": verdict,
         "notes": "; ".join(notes),
+        "outcome": verdict,
+        "interval": "; ".join(intervals),
     }
 
 
@@ -386,12 +429,27 @@ def open_question_summary(measurement) -> str | None:
         if dip["driver"]:
             text += f", driven by {dip['driver']} pairs"
         parts.append(text)
+    for dip in a["uncertain_dips"]:
+        lo, hi = dip["drop_interval"]
+        parts.append(f"dip at {_rel(dip['depth'], last)} within the noise (drop {_f(dip['drop'])}, "
+                     f"interval [{_f(lo)}, {_f(hi)}])")
     if not parts:
         parts.append(f"no dip ({_f(a['intra'][0])} -> {_f(a['intra'][-1])})")
     if a["peak_depth"] >= 0:
         parts.append(f"attractor {'peak' if a['attractor'] else 'none: max'} at {_rel(a['peak_depth'], last)} "
                      f"({_f(a['pair_cosine_all'][a['peak_depth']])})")
     return "; ".join(parts)
+
+
+def _band(ax, measurement, name: str, colour: str) -> None:
+    """Shade the curve's 95% bootstrap interval (issue 24), where the measurement has one."""
+    iv = measurement.interval(name) if hasattr(measurement, "interval") else None
+    if iv is None:
+        return
+    pts = [(d, lo, hi) for d, (lo, hi) in enumerate(zip(iv["lo"], iv["hi"])) if lo is not None and hi is not None]
+    if pts:
+        xs, los, his = zip(*pts)
+        ax.fill_between(xs, los, his, color=colour, alpha=0.15, linewidth=0)
 
 
 def plot_open_question(measurement, path: str | Path) -> bool:
@@ -417,6 +475,7 @@ def plot_open_question(measurement, path: str | Path) -> bool:
             ys += [a["mid"][d], a["intra"][d]]
         ax.plot(xs, ys, color="0.6", lw=1, ls="--", label="through the sublayers")
         ax.plot([d - 0.5 for d in depths[1:]], a["mid"][1:], "s", color="tab:orange", label="mid (after attention)")
+    _band(ax, measurement, INTRA, "tab:blue")
     ax.plot(depths, a["intra"], "o-", color="tab:blue", label="block output")
     for dip in a["dips"]:
         ax.axvline(dip["depth"], color="tab:red", alpha=0.3)
@@ -429,6 +488,7 @@ def plot_open_question(measurement, path: str | Path) -> bool:
     ax.plot(depths, a["intra"], "o-", color="black", label="all content tokens")
     for name, colour in zip(CLASSES, ("tab:green", "tab:purple", "tab:brown")):
         curve = _curve(measurement, f"{INTRA}[{name}]")
+        _band(ax, measurement, f"{INTRA}[{name}]", colour)
         ax.plot(depths, curve, "o-", color=colour, label=f"[{name}] ({a['pairs'][name]} pairs)")
     for dip in a["dips"]:
         ax.axvline(dip["depth"], color="tab:red", alpha=0.3)
@@ -436,6 +496,7 @@ def plot_open_question(measurement, path: str | Path) -> bool:
     ax.legend(fontsize=8)
 
     ax = axes[2]
+    _band(ax, measurement, "pair_cosine_all", "tab:blue")
     ax.plot(depths, a["pair_cosine_all"], "o-", color="tab:blue")
     if a["peak_depth"] >= 0:
         ax.plot([a["peak_depth"]], [a["pair_cosine_all"][a["peak_depth"]]], "*", ms=14, color="tab:red",

@@ -43,7 +43,7 @@ COLUMNS = ["claim", "model", "pooling", "finding", "expected", "measured", "tole
 OUTCOMES: dict[str, tuple[str, str]] = {
     "passed": ("verdict", "pass"),
     "failed": ("verdict", "FAIL"),
-    "inconclusive": ("verdict", "inconclusive"),
+    "inconclusive": ("verdict", "INCONCLUSIVE (interval straddles the bound)"),
     "xfailed": ("verdict", "xfail (expected failure)"),
     "xpassed": ("verdict", "XPASS (expected failure passed)"),
     "skipped": ("not run", "not run"),
@@ -188,6 +188,10 @@ def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, 
         "notes": _join(*parts),
         "reason": reason,
         "_claim_notes": claim.notes,  # the published-only list gives these alone (Notes says how to supply)
+        # issue 24: the three-way outcome (holds / does not hold / inconclusive) and the 95%
+        # bootstrap interval of the figure that decides, for findings.json
+        "outcome": verdict.outcome if verdict is not None else "",
+        "interval": verdict.interval if verdict is not None else "",
         # a claim that counts depths: both forms (claims.DEPTH_FORMS), for the matrix
         # (fixed "" where the count covers half or more of the model's depth: not shown,
         # claims.fixed_form_shown)
@@ -219,7 +223,8 @@ def rows_from_pytest(records: list[dict]) -> list[dict]:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
         pooling = _pooling_cell(claim, model.split("+"), measurements)
-        row = _row(claim, model, verdict, rec["outcome"], reason, pooling, note)
+        outcome = "inconclusive" if verdict is not None and verdict.inconclusive else rec["outcome"]  # issue 24
+        row = _row(claim, model, verdict, outcome, reason, pooling, note)
         if get is not None and "+" not in model:
             try:
                 row["_facts"] = model_facts(model, measurements.get(model) or get(model))
@@ -322,6 +327,8 @@ def rows_from_lab(lab, models: list[str], sentences=None, getter: _Getter | None
 
 def _outcome(verdict: CL.Verdict, key: tuple[str, str]) -> str:
     expected_failure = key in CL.EXPECTED_FAILURES
+    if verdict.inconclusive:  # issue 24: neither a pass nor a failure
+        return "inconclusive"
     if verdict.passed:
         return "xpassed" if expected_failure else "passed"
     return "xfailed" if expected_failure else "failed"
@@ -832,9 +839,11 @@ def _matrix_note_count(rows: list[dict]) -> int:
 def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -> dict:
     out = {
         "summary": summary_counts(rows),
-        # every row in full; `published_only`: a claim on a model whose weights are not here
-        "rows": [{**{k: row.get(k, "") for k in [*COLUMNS, "reason"]}, "published_only": published_only(row)}
-                 for row in rows],
+        # every row in full; `published_only`: a claim on a model whose weights are not here;
+        # `outcome` and `interval`: the three-way verdict and the 95% bootstrap interval of the
+        # figure that decides it (issue 24)
+        "rows": [{**{k: row.get(k, "") for k in [*COLUMNS, "reason", "outcome", "interval"]},
+                  "published_only": published_only(row)} for row in rows],
         "matrix": claims_matrix(rows),
     }
     if context:

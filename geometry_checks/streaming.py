@@ -20,7 +20,14 @@ the whole set. It consumes `capture.iter_batches` one batch at a time and keeps 
   block's post-attention state `mid` (its content means ``[P - 1, S, H]`` for
   separability@attn, its pair sums), the per-sentence word-class pair sums ``[P, S, 3]``
   (function words from `openquestion.word_class_masks`) and the sums of the mean pools'
-  unit vectors (`pair_cosine_all`).
+  unit vectors (`pair_cosine_all`);
+- for the bootstrap intervals (issue 24, `intervals.py`): the per-sentence token-norm
+  sums and |unit-vector sum|^2 ``[P, S]`` (and the pools' |unit|^2 with sublayers), and,
+  through one `intervals.Resampler` (1,000 seeded resamples as counts ``[1000, S]``), the
+  resampled sums of each sentence's unit-vector sum, |pool step| per dimension (per
+  pooling) and, with sublayers, pool unit vector: ``[1000, P, H]`` each, float64, added
+  batch by batch (no per-sentence ``[P, S, H]`` of them is kept); separability's resamples
+  are taken from the kept content means before they are released.
 
 Memory is therefore about S x P x H x 4 bytes (x 2 - 1/P with sublayers) plus the sample
 (P x 20,000 x H x 4 bytes), whatever the set's token count: for MiniLM (P = 7, H = 384)
@@ -47,6 +54,7 @@ from itertools import pairwise
 import torch
 
 from . import capture as C
+from . import intervals as IV
 from . import measure as MS
 from . import metrics as M
 from .errors import InputError
@@ -246,7 +254,8 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     else:
         dist = torch.linalg.vector_norm(torch.sub(x, m32[:, :, None, :], out=temp("centred", x.shape)), dim=-1)
     out["within"] = (dist * cw).sum(-1, dtype=acc) / nf
-    out["norm_sum"] = (norms * cw).sum((1, 2), dtype=acc)
+    out["norm_sums"] = (norms * cw).sum(-1, dtype=acc)  # [P, B]: per sentence (the bootstrap's token_norm)
+    out["norm_sum"] = out["norm_sums"].sum(1)
     if pc1_delta:
         out["pc1"] = _pc1(x, gram, dots, cm, n, out["means"], norms)
         del full, gram, dots
@@ -577,9 +586,15 @@ class _Cloud:
     """Per-sentence reductions of the token-cloud and pooled metrics over S sentence slots."""
 
     def __init__(self, depths: int, hidden: int, sentences: int, device, poolings: Iterable[str], pools: bool,
-                 classes: bool = False, summary: str = "first"):
+                 classes: bool = False, summary: str = "first", res: IV.Resampler | None = None, sfx: str = ""):
         P, S, H = depths, sentences, hidden
         self.summary = summary  # the model's summary token (LayerStates.summary): `cls` pooling reads it
+        # issue 24: the bootstrap's per-sentence contributions (intervals.Stats) and, through
+        # `res`, the resampled sums of each sentence's unit-vector sum (no [P, S, H] kept)
+        self.res, self.sfx = res, sfx
+        self.unit_sq = torch.zeros((P, S), dtype=torch.float64 if device.type != "mps" else torch.float32,
+                                   device=device)
+        self.norm_sums = torch.zeros_like(self.unit_sq)
         f64 = torch.float32 if device.type == "mps" else torch.float64
         nan = float("nan")
         self.intra = torch.full((P, S), nan, dtype=f64, device=device)
@@ -596,7 +611,7 @@ class _Cloud:
         if pools:
             self.cls_align = torch.zeros((P, S), dtype=f64, device=device)
             self.drift = torch.zeros((P, S), dtype=f64, device=device)
-            self.dims = {p: _DimStats(P, H, device, f64) for p in poolings}
+            self.dims = {p: _DimStats(P, H, device, f64, res, f"steps:{p}") for p in poolings}
         self.classes = classes
         if classes:  # the open question's word classes (openquestion.open_question_curves)
             self.class_sums = torch.zeros((P, S, 3), dtype=f64, device=device)
@@ -605,6 +620,7 @@ class _Cloud:
             if pools:  # pair_cosine_all from sums of the mean pools' unit vectors
                 self.pool_unit_sum = torch.zeros((P, H), dtype=f64, device=device)
                 self.pool_unit_sq = torch.zeros(P, dtype=f64, device=device)
+                self.pool_unit_sqs = torch.zeros((P, S), dtype=f64, device=device)
 
     def add(self, x: torch.Tensor, content: torch.Tensor, attn: torch.Tensor, slots: torch.Tensor,
             pc1_delta: bool = True, function: torch.Tensor | None = None) -> bool:
@@ -618,7 +634,12 @@ class _Cloud:
             return False
         pool, n, unit_sums = red["pool"], red["n"], red["unit_sums"]
         self.unit_sum += unit_sums.sum(1)  # = metrics.cross_sentence_stats
-        self.sq_sum += (unit_sums * unit_sums).sum((1, 2))
+        unit_sq = (unit_sums * unit_sums).sum(-1)  # [P, B]
+        self.sq_sum += unit_sq.sum(1)
+        self.unit_sq[:, slots] = unit_sq.to(self.unit_sq.dtype)
+        self.norm_sums[:, slots] = red["norm_sums"].to(self.norm_sums.dtype)
+        if self.res is not None:
+            self.res.add("unit" + self.sfx, slots, unit_sums.transpose(0, 1))
         self.n[slots] = n
         self.means[:, slots] = red["means"].float()
         self.within[:, slots] = red["within"]
@@ -634,7 +655,7 @@ class _Cloud:
             self.drift[:, slots] = _cosine(pool[:1], pool, pool_norm[:1], pool_norm)  # = M.meanpool_drift
             for name, stats in self.dims.items():
                 stats.add(pool if name == "mean" else cls.to(pool.dtype) if name == "cls"
-                          else M.pool(x, attn, name, self.summary).to(pool.dtype))
+                          else M.pool(x, attn, name, self.summary).to(pool.dtype), slots)
         if self.classes:
             self.class_sums[:, slots] = red["class_sums"]
             self.class_pairs[slots] = red["class_pairs"]
@@ -643,6 +664,9 @@ class _Cloud:
                 units, unit_sq = _unit32(pool, pool_norm)
                 self.pool_unit_sum += units.sum(1)
                 self.pool_unit_sq += unit_sq.sum(1)
+                self.pool_unit_sqs[:, slots] = unit_sq
+                if self.res is not None:
+                    self.res.add("pool_unit", slots, units.transpose(0, 1))
         return True
 
     def class_curves(self) -> tuple[dict, dict, torch.Tensor]:
@@ -689,7 +713,8 @@ class _DimStats:
       digit that matters in float64), and the running min and max of x and y (a constant
       dimension gives NaN, as metrics.dim_correlation)."""
 
-    def __init__(self, depths: int, hidden: int, device, dtype):
+    def __init__(self, depths: int, hidden: int, device, dtype, res: IV.Resampler | None = None, key: str = ""):
+        self.res, self.key = res, key  # issue 24: the resampled |pool step| sums (intervals.Resampler.add)
         self.steps = torch.zeros((depths - 1, hidden), dtype=dtype, device=device)
         self.sums = torch.zeros((5, hidden), dtype=dtype, device=device)
         self.lo = torch.full((2, hidden), float("inf"), dtype=dtype, device=device)
@@ -697,9 +722,12 @@ class _DimStats:
         self.shift: torch.Tensor | None = None
         self.count = 0
 
-    def add(self, pools: torch.Tensor) -> None:
-        """pools [P, B, H] (float64) of B more sentences."""
-        self.steps += (pools[1:] - pools[:-1]).abs().sum(1)
+    def add(self, pools: torch.Tensor, slots: torch.Tensor | None = None) -> None:
+        """pools [P, B, H] (float64) of B more sentences (sentence slots `slots`)."""
+        steps = (pools[1:] - pools[:-1]).abs()
+        self.steps += steps.sum(1)
+        if self.res is not None:
+            self.res.add(self.key, slots, steps.transpose(0, 1))
         ends = pools[[0, -1]]  # [2, B, H]: pool(s, 0) and pool(s, L)
         if self.shift is None:
             self.shift = ends.mean(1, keepdim=True)
@@ -854,6 +882,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
     keep_items.update(item_of[(r.query, "query")] for r in sentences.retrieval)
     kept: dict[int, C.LayerStates] = {}
     cloud = proj = mid = final = None
+    res = None
     mid_missing = False
     word_classes = None
     if sublayers:
@@ -889,14 +918,17 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
                 m = None if m is None else m.index_select(1, idx)
                 fw = None if fw is None else fw[idx]
             if cloud is None:
+                # issue 24: the bootstrap's resamples (none for a one-sentence set)
+                res = IV.Resampler(S, device=IV.device_for(dev)) if S >= 2 else None
                 cloud = _Cloud(x.shape[0], x.shape[-1], S, dev, poolings, pools=True, classes=sublayers,
-                               summary=batch.summary)
+                               summary=batch.summary, res=res)
                 if pr is not None:
                     proj = _Cloud(1, pr.shape[-1], S, dev, (), pools=False)
                 if fi is not None:
                     final = _Cloud(1, fi.shape[-1], S, dev, (), pools=False)
                 if m is not None:
-                    mid = _Cloud(x.shape[0] - 1, x.shape[-1], S, dev, (), pools=False, classes=True)
+                    mid = _Cloud(x.shape[0] - 1, x.shape[-1], S, dev, (), pools=False, classes=True, res=res,
+                                 sfx="@attn")
                 mid_missing = sublayers and m is None
             if not cloud.add(x, c, a, slot_t, function=fw):
                 C.check_finite(batch, name)  # raises the one-line InputError
@@ -915,11 +947,32 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
         if c is not None:
             c.scratch = None
     with cpu_threads(threads):
+        stats = None
+        if res is not None:  # issue 24: separability's resamples while the content means are held
+            stats = IV.Stats(res)
+            stats.separability("", cloud.means, cloud.within)
         result = _finish(sentences, poolings, cloud, proj, sample, kept, prov, final)
         if sublayers:
             _open_question(result, cloud, mid, mid_missing)
         MS.mark_undefined(result, len(sentences.sentences))  # as measure.measure, after every curve
+        if stats is not None:
+            _bootstrap_stats(stats, cloud, mid if sublayers and not mid_missing else None)
+        IV.attach(result, stats, poolings, classes=sublayers, attn=stats is not None and "@attn" in stats.sep)
         return result
+
+
+def _bootstrap_stats(stats: IV.Stats, cloud: _Cloud, mid: _Cloud | None) -> None:
+    """intervals.Stats from the kept per-sentence reductions (= measure.bootstrap_stats)."""
+    per = stats.per
+    stats.hidden = cloud.unit_sum.shape[-1]
+    per.update(n=cloud.n, intra=cloud.intra, within=cloud.within, unit_sq=cloud.unit_sq, norm_sum=cloud.norm_sums,
+               pc1=cloud.pc1, delta=cloud.delta, cls_align=cloud.cls_align, drift=cloud.drift)
+    if cloud.classes:
+        per.update(class_sums=cloud.class_sums, class_pairs=cloud.class_pairs, pool_unit_sq=cloud.pool_unit_sqs)
+    if mid is not None:
+        per.update({"intra@attn": mid.intra, "within@attn": mid.within, "unit_sq@attn": mid.unit_sq,
+                    "class_sums@attn": mid.class_sums})
+        stats.separability("@attn", mid.means, mid.within)
 
 
 def _open_question(result: Measurement, cloud: _Cloud, mid: _Cloud | None, mid_missing: bool) -> None:

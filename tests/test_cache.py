@@ -89,10 +89,17 @@ def _corrupt(path, how: str) -> None:
         path.write_text(json.dumps(data))
     elif how == "binary":
         path.write_bytes(b"\xff\xfe\x00garbage")
+    elif how == "older schema":  # a schema-1 measurement (no bootstrap intervals) under today's key
+        for key in ("intervals", "scalar_intervals", "interval_not_computed"):
+            data["measurement"].pop(key)
+        data["measurement"]["schema"] = 1
+        data["sha256"] = K._checksum(data["measurement"])
+        path.write_text(json.dumps(data))
 
 
 @pytest.mark.filterwarnings("ignore:.*fewer than 2 content tokens")
-@pytest.mark.parametrize("how", ["truncated", "empty", "number changed", "other key", "not a measurement", "binary"])
+@pytest.mark.parametrize("how", ["truncated", "empty", "number changed", "other key", "not a measurement", "binary",
+                                 "older schema"])
 def test_corrupt_entry_is_reported_recomputed_and_replaced(lab, good, cache_dir, how):
     path = K.store(fields(), good)
     _corrupt(path, how)
@@ -143,7 +150,7 @@ def test_key_covers_every_input_that_decides_the_numbers(monkeypatch):
 
 def test_code_version_hashes_the_metric_sources():
     assert len(K.code_version()) == 64
-    assert {"metrics.py", "measure.py", "streaming.py"} <= set(K.CODE_FILES)
+    assert {"metrics.py", "measure.py", "streaming.py", "intervals.py"} <= set(K.CODE_FILES)
 
 
 def test_cache_off_and_no_cache_flag(tmp_path, monkeypatch, capsys):

@@ -315,14 +315,15 @@ def test_measure_sublayers_cli_writes_attn_and_word_class_curves(minilm, tmp_pat
 def test_open_question_row_on_minilm_reports_measured_numbers(measured, tmp_path):
     m = measured
     row = OQ.open_question_row(m)
-    assert set(row) == {"claim", "model", "finding", "expected", "measured", "tolerance", "verdict", "notes"}
+    assert set(row) == {"claim", "model", "finding", "expected", "measured", "tolerance", "verdict", "notes",
+                        "outcome", "interval"}
     assert row["claim"] == "open-question" and row["model"] == "minilm"
-    assert row["verdict"] in ("answered", "no dip")
+    assert row["verdict"] in ("answered", "inconclusive", "no dip")
     a = OQ.answer(m)
-    if row["verdict"] == "answered":
-        dip = a["dips"][0]
+    if row["verdict"] in ("answered", "inconclusive"):
+        dip = (a["dips"] or a["uncertain_dips"])[0]
         assert dip["attention_step"] + dip["feed_forward_step"] == pytest.approx(dip["at"] - dip["before"])
-        assert f"dip at d={dip['depth']}/6" in row["measured"]
+        assert f"at d={dip['depth']}/6" in row["measured"]
         assert f"attention step {dip['attention_step']:+.3f}" in row["measured"]
         assert f"feed-forward step {dip['feed_forward_step']:+.3f}" in row["measured"]
     else:
@@ -392,8 +393,8 @@ def test_open_question_row_on_mpnet_reports_measured_numbers(mpnet_captured):
         m = measure(mpnet_captured, TEXTS, sublayers=True)
     row = OQ.open_question_row(m)
     a = OQ.answer(m)
-    assert row["model"] == "mpnet" and row["verdict"] in ("answered", "no dip")
-    where = a["dips"][0] if a["dips"] else a["weakest_rise"]
+    assert row["model"] == "mpnet" and row["verdict"] in ("answered", "inconclusive", "no dip")
+    where = (a["dips"] or a["uncertain_dips"] or [a["weakest_rise"]])[0]
     d = where["depth"]
     assert f"at d={d}/12 (relative depth {d / 12:.2f})" in row["measured"]
     assert where["attention_step"] + where["feed_forward_step"] == pytest.approx(where["at"] - where["before"])
@@ -418,5 +419,5 @@ def test_open_question_runs_on_the_mxbai_standin(request, tmp_path_factory):
     m = measure(st, sentences, sublayers=True)
     assert len(m.curves["intra_sentence_cosine@attn"]) == 25 and m.curves["intra_sentence_cosine@attn"][0] is None
     row = OQ.open_question_row(m)
-    assert row["model"] == "mxbai" and row["verdict"] in ("answered", "no dip")
+    assert row["model"] == "mxbai" and row["verdict"] in ("answered", "inconclusive", "no dip")
     assert OQ.plot_open_question(m, tmp_path_factory.mktemp("oq-png") / "oq.png")

@@ -152,7 +152,7 @@ def test_markdown_leads_with_the_matrix_then_one_row_per_measured_check(core):
     assert header == R.COLUMNS
     measured = {(cid, model) for cid in CL.dense_claims() for model in ("minilm", core["directory"])}
     assert {(r["claim"], r["model"]) for r in rows} == measured and len(rows) == len(measured)
-    assert all(r["verdict"] in ("passed", "failed", "xfailed", "xpassed") for r in rows)
+    assert all(r["verdict"] in ("passed", "failed", "xfailed", "xpassed", "inconclusive") for r in rows)
     # the article's claims (no weights here) folded into one section: one line each, after the table
     items = published_only_items(md)
     assert len(items) == len(CL.load_article_claims())
@@ -175,10 +175,17 @@ def test_findings_json_is_the_twin_of_the_tables(core):
     assert {c["file"] for c in data["charts"]} == set(linked_images(md))
 
 
+# issue 24: on core.json's 20 sentences MiniLM's pc1_mean_cosine peaks at 0.158 with a 95%
+# bootstrap interval up to 0.202, across the bound 0.18: inconclusive, not a pass
+MINILM_INCONCLUSIVE = {"dense-pc1-orthogonal"}
+
+
 def test_minilm_dense_checks_pass_and_article_claims_are_not_run(core):
     rows = core["rows"]
     dense = [r for r in rows if r["model"] in ("minilm", core["directory"])]
-    assert dense and all(r["verdict"] == "passed" for r in dense), [r for r in dense if r["verdict"] != "passed"]
+    assert dense and all(r["verdict"] == ("inconclusive" if r["claim"] in MINILM_INCONCLUSIVE else "passed")
+                         for r in dense), [r for r in dense if r["verdict"] != "passed"]
+    assert all(r["interval"] and r["outcome"] for r in dense)
     article = [r for r in rows if r not in dense]
     assert all(r["verdict"] == "not run" for r in article)
 
@@ -649,9 +656,11 @@ def test_core_report_matrix_has_a_column_per_measured_model(core):
     assert f"`{core['directory']}` has the weights of the registered `minilm`" in md
     main = [r for r in table if not r["claim"].endswith("(fixed form)")]
     assert [r["claim"] for r in main] == list(CL.dense_claims())
-    # MiniLM passes every dense claim; the same weights twice count once
-    assert all(r["holds"] == "1 of 1" for r in main), main
-    assert all(r["minilm (L=6)"].endswith(": pass") for r in main)
+    # MiniLM passes every dense claim but the inconclusive one (left out of the count, like a
+    # cell not run); the same weights twice count once
+    assert all(r["holds"] == ("0 of 0" if r["claim"] in MINILM_INCONCLUSIVE else "1 of 1") for r in main), main
+    assert all(r["minilm (L=6)"].endswith(": INCONCLUSIVE (interval straddles the bound)"
+                                          if r["claim"] in MINILM_INCONCLUSIVE else ": pass") for r in main)
     # a claim that counts depths: its fixed form (the article's count taken literally) beside it,
     # where that count is less than half of L = 6: only 'the last 2 depths' of dense-late-writes
     fixed = [r["claim"].removesuffix(" (fixed form)") for r in table if r["claim"].endswith("(fixed form)")]

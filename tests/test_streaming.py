@@ -99,6 +99,9 @@ def test_core_streaming_equals_in_memory_with_cls_pooling(minilm):
     memory, streamed = both(minilm, CORE, ("mean", "cls"))
     assert_same(memory, streamed)
     assert streamed["by_pooling"]["cls"]["curves"] and streamed["scalars"]["pca_tokens"] < ST.DEFAULT_MAX_PCA_TOKENS
+    # issue 24: the same bootstrap intervals (assert_same compared them), per pooling too
+    assert set(streamed["by_pooling"]["cls"]["intervals"]) == {"write_depth_histogram"}
+    assert streamed["provenance"]["bootstrap"]["resamples"] == 1000 and streamed["provenance"]["bootstrap"]["seed"] == 0
 
 
 @pytest.mark.minilm
@@ -107,6 +110,15 @@ def test_generated_set_streaming_equals_in_memory(minilm, generated):
     deviation = assert_same(memory, streamed)
     assert streamed["excluded"] == memory["excluded"] and [e["sentence"] for e in streamed["excluded"]] == ["Hello"]
     assert "pca_tokens_sampled" not in streamed["scalars"]
+    # issue 24: every curve and scalar has an interval or a reason for having none
+    assert {"intra_sentence_cosine", "cross_sentence_cosine", "sentence_signal", "separability_ratio", "token_norm",
+            "pc1_mean_cosine", "delta_coherence", "cls_mean_alignment", "meanpool_drift",
+            "write_depth_histogram"} <= set(streamed["intervals"])
+    assert set(streamed["curves"]) == set(streamed["intervals"]) | (
+        set(streamed["curves"]) & set(streamed["interval_not_computed"]))
+    assert set(streamed["scalars"]) <= set(streamed["scalar_intervals"]) | set(streamed["interval_not_computed"])
+    intra = streamed["intervals"]["intra_sentence_cosine"]
+    assert all(lo <= v <= hi for lo, v, hi in zip(intra["lo"], streamed["curves"]["intra_sentence_cosine"], intra["hi"]))
     print(f"max deviation streaming vs in memory: {deviation:.2e}")
 
 
@@ -117,6 +129,10 @@ def test_generated_set_with_sublayers_streaming_equals_in_memory(minilm, generat
     memory, streamed = both(minilm, generated, batch_size=32, sublayers=True)
     assert_same(memory, streamed)
     assert len(streamed["curves"]["intra_sentence_cosine@attn"]) == 7
+    for name in ("intra_sentence_cosine@attn", "separability_ratio@attn", "cross_sentence_cosine@attn",
+                 "intra_sentence_cosine[function]", "intra_sentence_cosine_share[content]", "pair_cosine_all"):
+        assert name in streamed["intervals"], name
+    assert "pair_cosine_all_peak_depth" in streamed["scalar_intervals"]
     assert streamed["scalars"]["pairs[function]"] > 0 and "pair_cosine_all_peak_depth" in streamed["scalars"]
 
 
