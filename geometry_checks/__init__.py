@@ -4,10 +4,12 @@ The public API is what `__all__` names (docs/api.md); everything else may change
 
 - sentence sets (the suite's fixtures): `load_sentence_set`, `SentenceSet`, and
   `DEFAULT_SENTENCES`, the bundled `fixtures/core.json`;
-- models and hidden states: `Lab` (load once, capture once, measure once), the `capture`
-  module (`resolve`, `load`, `capture(loaded, sentences) -> LayerStates`) and `LayerStates`;
-- numbers: the `measure` module (`measure(states, sentences) -> Measurement`),
-  `Measurement`, and `metrics` (pure tensor functions, tensors in, tensors out);
+- models and hidden states: `Lab` (load once, capture once, measure once), the `loader`
+  module (`resolve`, `load`), the `capture` module (`capture(loaded, sentences) ->
+  LayerStates`) and `LayerStates`;
+- numbers: the `measure` module (`measure(states, sentences) -> Measurement`), the
+  `result` module with `Measurement` (and its JSON), and `metrics` (pure tensor functions,
+  tensors in, tensors out);
 - errors: `InputError` (bad input, one line), `ModelNotAvailable` (weights not found).
 
 The pytest fixtures (`lab`, `measurement_of`, `recorded_baseline`) and options come with
@@ -30,10 +32,10 @@ _NAMES = {  # public name -> module that defines it
     "Lab": "lab",
     "ModelNotAvailable": "lab",
     "LayerStates": "capture",
-    "Measurement": "measure",
+    "Measurement": "result",
     "InputError": "errors",
 }
-_MODULES = ("capture", "measure", "metrics")
+_MODULES = ("capture", "loader", "measure", "metrics", "result")
 
 __all__ = ["__version__", *_NAMES, *_MODULES]
 

@@ -35,13 +35,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from .errors import InputError
 from .paths import BASELINES, PUBLISHED, RECORDED
+from .result import Measurement  # imports no torch: the plugin imports this module at configure time
 
-if TYPE_CHECKING:  # annotations only: the plugin imports this module at configure time, without torch
-    from .measure import Measurement
 
 SCHEMA = 1
 REGENERATE = "pytest -m {marker} --update-baselines"

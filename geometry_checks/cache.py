@@ -33,7 +33,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import loader
-from .measure import SCHEMA, Measurement
+from .result import SCHEMA, Measurement
 from .paths import CACHE_ENV, CACHE_OFF, cache_root  # noqa: F401 (cache_root: the cache's root, for callers)
 
 ENV = CACHE_ENV

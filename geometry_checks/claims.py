@@ -26,7 +26,7 @@ from typing import Callable
 
 from .errors import InputError
 from .paths import PUBLISHED
-from .measure import Measurement
+from .result import Measurement
 
 
 @dataclass(frozen=True)

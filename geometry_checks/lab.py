@@ -15,7 +15,7 @@ from . import capture as C
 from . import loader
 from . import fetch
 from .errors import InputError
-from .measure import Measurement
+from .result import Measurement
 from .paths import DEFAULT_SENTENCES
 from .registry import MODELS
 from .sentences import SentenceSet, load_sentence_set

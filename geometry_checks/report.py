@@ -31,6 +31,7 @@ import pandas as pd
 
 from . import claims as CL
 from .errors import InputError
+from .result import Measurement
 
 COLUMNS = ["claim", "model", "pooling", "finding", "expected", "measured", "tolerance", "verdict", "notes"]
 
@@ -527,7 +528,6 @@ def _published_measurements() -> dict:
     """The article's published curves and scalars as Measurements (mxbai, colbert), with
     sentence_signal = intra - cross (its METRICS.md definition) where both are published."""
     from .charts import PUBLISHED_IDS
-    from .measure import Measurement
 
     doc = CL._read_json(CL.PUBLISHED / "embedding-layers.json")
     out = {}

@@ -58,7 +58,7 @@ from . import intervals as IV
 from . import measure as MS
 from . import metrics as M
 from .errors import InputError
-from .measure import Measurement
+from .result import Measurement, mark_undefined
 from .sentences import SentenceSet
 
 _CLASSES = ("content", "function", "content-function")  # = openquestion.CLASSES
@@ -954,7 +954,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
         result = _finish(sentences, poolings, cloud, proj, sample, kept, prov, final)
         if sublayers:
             _open_question(result, cloud, mid, mid_missing)
-        MS.mark_undefined(result, len(sentences.sentences))  # as measure.measure, after every curve
+        mark_undefined(result, len(sentences.sentences))  # as measure.measure, after every curve
         if stats is not None:
             _bootstrap_stats(stats, cloud, mid if sublayers and not mid_missing else None)
         IV.attach(result, stats, poolings, classes=sublayers, attn=stats is not None and "@attn" in stats.sep)
@@ -1100,7 +1100,7 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     result.per_sentence["sentences"] = list(sentences.sentences)
 
     parts = [_pooled(cloud, mini, sentences, pooling) for pooling in poolings]
-    if sample.size >= 2:  # else measure.mark_undefined gives the reason
+    if sample.size >= 2:  # else result.mark_undefined gives the reason
         curves.update(trajectory_curves(sample.depth_major()))
     sample.tokens = None
     result.scalars["pca_tokens"] = sample.total
@@ -1135,5 +1135,5 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     result.curves = MS._jsonify(curves)
     result.scalars = MS._jsonify(result.scalars)
     result.per_dimension = MS._jsonify(result.per_dimension)
-    return result  # the caller adds the open question's curves, then MS.mark_undefined
+    return result  # the caller adds the open question's curves, then result.mark_undefined
 

@@ -19,7 +19,7 @@ import pytest
 from geometry_checks import baselines as B
 from geometry_checks.claims import PUBLISHED
 from geometry_checks.errors import InputError
-from geometry_checks.measure import Measurement
+from geometry_checks.result import Measurement
 from geometry_checks.plugin import recorded_getter
 from geometry_checks.registry import MODELS
 from geometry_checks.sentences import load_sentence_set

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from geometry_checks import claims as CL
 from geometry_checks import intervals as IV
 from geometry_checks import openquestion as OQ
-from geometry_checks.measure import Measurement
+from geometry_checks.result import Measurement
 
 values = st.lists(st.floats(-10, 10, allow_nan=False, allow_subnormal=False), min_size=3, max_size=60)
 

@@ -26,7 +26,8 @@ from geometry_checks import capture as C
 from geometry_checks import loader
 from geometry_checks import metrics as M
 from geometry_checks import openquestion as OQ
-from geometry_checks.measure import Measurement, measure
+from geometry_checks.measure import measure
+from geometry_checks.result import Measurement
 from geometry_checks.sentences import SentenceSet
 
 try:

@@ -182,7 +182,7 @@ def test_findings_md_unwritable_is_checked_at_start():
 
 
 def test_an_unwritable_recorded_dir_fails_the_check_in_one_line(tmp_path):
-    from geometry_checks.measure import Measurement
+    from geometry_checks.result import Measurement
     from geometry_checks.plugin import recorded_getter
 
     (tmp_path / "plain").write_text("x")

@@ -26,7 +26,7 @@ from geometry_checks import loader
 from geometry_checks import charts as CH
 from geometry_checks import claims as CL
 from geometry_checks import report as R
-from geometry_checks.measure import Measurement
+from geometry_checks.result import Measurement
 
 pytestmark = pytest.mark.minilm
 
@@ -448,7 +448,7 @@ FAKE_TESTS = textwrap.dedent("""
 
     @pytest.fixture(scope="session")
     def measurement_of():
-        from geometry_checks.measure import Measurement
+        from geometry_checks.result import Measurement
 
         return lambda model: Measurement(model=model, sentence_set="core", depths={"minilm": 7, "mpnet": 13}[model],
                                          provenance={"pooling": "mean"})
