@@ -16,8 +16,9 @@ import torch
 from . import intervals as IV
 from . import metrics as M
 from .capture import LayerStates
-from .result import Measurement, mark_undefined
 from .errors import InputError
+from .openquestion import open_question_curves, word_class_masks
+from .result import Measurement, mark_undefined
 from .sentences import SentenceSet
 
 RECALL_KS = (1, 3, 5)
@@ -254,8 +255,6 @@ def measure(
     merge_pooled(result, curves, poolings, [pooled(states, sentences, p) for p in poolings])
 
     if sublayers:
-        from .openquestion import open_question_curves
-
         oq_curves, oq_scalars, oq_missing = open_question_curves(cloud)
         curves.update(oq_curves)
         result.scalars.update(oq_scalars)
@@ -306,8 +305,6 @@ def bootstrap_stats(states: LayerStates, cloud: LayerStates, poolings, sublayers
         p = pools if pooling == "mean" else M.pool(x, a, pooling, cloud.summary)
         res.add(f"steps:{pooling}", slots, (p[1:] - p[:-1]).abs().transpose(0, 1))
     if sublayers:
-        from .openquestion import word_class_masks
-
         cw, fw = word_class_masks(cloud)
 
         def class_stats(h: torch.Tensor, sfx: str) -> None:

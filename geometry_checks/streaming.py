@@ -57,7 +57,9 @@ from . import capture as C
 from . import intervals as IV
 from . import measure as MS
 from . import metrics as M
+from . import openquestion as OQ
 from .errors import InputError
+from .openquestion import word_class_masks
 from .result import Measurement, mark_undefined
 from .sentences import SentenceSet
 
@@ -884,9 +886,7 @@ def _measure_batches(sentences: SentenceSet, items, counts: list[int], batches, 
     cloud = proj = mid = final = None
     res = None
     mid_missing = False
-    word_classes = None
-    if sublayers:
-        from .openquestion import word_class_masks as word_classes
+    word_classes = word_class_masks if sublayers else None
 
     for rows, batch in batches:
         with cpu_threads(threads):
@@ -978,8 +978,6 @@ def _bootstrap_stats(stats: IV.Stats, cloud: _Cloud, mid: _Cloud | None) -> None
 def _open_question(result: Measurement, cloud: _Cloud, mid: _Cloud | None, mid_missing: bool) -> None:
     """openquestion.open_question_curves from the kept reductions, added to `result` as
     measure(..., sublayers=True) adds them."""
-    from . import openquestion as OQ
-
     curves: dict = {}
     scalars: dict = {}
     missing: dict = {}
@@ -1065,6 +1063,19 @@ def _pooled(cloud: _Cloud, mini: C.LayerStates, sentences: SentenceSet, pooling:
     return out
 
 
+def _stage_metrics(stage: _Cloud) -> dict:
+    """The token-cloud metrics of one extra stage (`proj`, `final`) from its one-depth
+    reductions, as measure._proj_cloud computes them from held states."""
+    intra, cross = torch.nanmean(stage.intra, 1), stage.cross()
+    return {k: MS._list(v)[0] for k, v in {
+        "intra_sentence_cosine": intra,
+        "cross_sentence_cosine": cross,
+        "sentence_signal": M.sentence_signal(intra, cross),
+        "separability_ratio": stage.separability(),
+        "token_norm": stage.token_norm(),
+    }.items()}
+
+
 def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sample, kept,
             prov: dict, final: _Cloud | None = None) -> Measurement:
     mini = _mini_states(kept, prov)
@@ -1113,24 +1124,9 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
     MS.merge_pooled(result, curves, poolings, parts)
 
     if proj is not None:
-        pi, pc = torch.nanmean(proj.intra, 1), proj.cross()
-        result.proj = {k: MS._list(v)[0] for k, v in {
-            "intra_sentence_cosine": pi,
-            "cross_sentence_cosine": pc,
-            "sentence_signal": M.sentence_signal(pi, pc),
-            "separability_ratio": proj.separability(),
-            "token_norm": proj.token_norm(),
-        }.items()}
-
-    if final is not None:  # the final norm's output (stage `final`), as measure._proj_cloud
-        fi, fc = torch.nanmean(final.intra, 1), final.cross()
-        result.final = {k: MS._list(v)[0] for k, v in {
-            "intra_sentence_cosine": fi,
-            "cross_sentence_cosine": fc,
-            "sentence_signal": M.sentence_signal(fi, fc),
-            "separability_ratio": final.separability(),
-            "token_norm": final.token_norm(),
-        }.items()}
+        result.proj = _stage_metrics(proj)
+    if final is not None:  # the final norm's output (stage `final`)
+        result.final = _stage_metrics(final)
 
     result.curves = MS._jsonify(curves)
     result.scalars = MS._jsonify(result.scalars)
