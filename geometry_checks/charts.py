@@ -454,7 +454,7 @@ def chart_discriminative_dims(ctx: ChartContext, reports: list[ModelReport], omi
 BANDS = (0, 64, 128, 256, 512)  # a band's quantity index (line style) by its first dimension
 
 
-def _band(lo: int) -> int:
+def _band_index(lo: int) -> int:
     return BANDS.index(lo) if lo in BANDS else len(BANDS)
 
 
@@ -472,7 +472,7 @@ def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
         for n in names:
             band = n[len(prefix):-1]
             lo = int(band.split(":")[0])
-            out.append(Series(m.curves[n], m.depths, f"{r.label} dims {band}", **_q(r, _band(lo))))
+            out.append(Series(m.curves[n], m.depths, f"{r.label} dims {band}", **_q(r, _band_index(lo))))
         return out
 
     series = _per_model(reports, one, omitted)
@@ -482,7 +482,7 @@ def chart_bands(ctx: ChartContext, reports: list[ModelReport], omitted: list | N
         lo = int(band.split(":")[0])
         series.append(Series(s["values"], _pub_depths(ctx, "mxbai"), f"mxbai dims {band} (published)",
                              model_color("mxbai"), published=True, depths=s["depths"],
-                             marker=quantity_style(_band(lo))[1]))
+                             marker=quantity_style(_band_index(lo))[1]))
     fig, ax = _figure()
     _lines(ax, series, "cosine of the pair's pooled band")
     _title(ax, f"Matryoshka bands: cosine of the {pair} pair per band of dimensions", _names(reports),

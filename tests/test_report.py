@@ -871,7 +871,9 @@ def test_the_same_weights_get_the_same_expected_failures_named_or_as_a_directory
     outcome = {(r["claim"], r["model"]): r["verdict"] for r in rows if r["model"] in ("mpnet", directory)}
     for cid in CL.dense_claims():
         assert outcome[(cid, directory)] == outcome[(cid, "mpnet")], cid
-    assert sorted(cid for (cid, model), v in outcome.items() if model == directory and v == "xfailed") == sorted(xfails)
+    # an expected failure whose interval straddles its bound reads inconclusive (issue 24), named or not
+    assert sorted(cid for (cid, model), v in outcome.items()
+                  if model == directory and v in ("xfailed", "inconclusive")) == sorted(xfails)
     assert lab.measurement(directory).provenance["same_weights_as"] == "mpnet"
     matrix = R.claims_matrix(rows)
     column = next(m for m in matrix["models"] if m["name"] == directory)
