@@ -661,7 +661,12 @@ def _holds(cells: dict, facts: dict, holding) -> dict:
                 seen.add(same)
                 counted.append(m)
     n = sum(cells[m]["verdict"] in holding for m in counted)
-    return {"holds": n, "of": len(counted), "text": f"{n} of {len(counted)}" if counted else "none measured"}
+    # measured, but its interval straddles the bound: said beside the count, never counted (issue 24)
+    unsure = len({facts[m].get("identity", m) for m in cells
+                  if facts[m]["kind"] == "registered" and cells[m]["verdict"] == "inconclusive"})
+    text = f"{n} of {len(counted)}" if counted or unsure else "none measured"
+    return {"holds": n, "of": len(counted), "inconclusive": unsure,
+            "text": text + (f" ({unsure} inconclusive)" if unsure else "")}
 
 
 def _without_outcome(form: str) -> str:

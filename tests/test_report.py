@@ -555,7 +555,7 @@ def test_matrix_counts_only_registered_real_models_and_expected_failures_do_not_
     assert late["cells"]["mpnet"]["text"] == "late_write_fraction 0.363: xfail (expected failure)"
     assert late["cells"]["mxbai"]["text"] == "late_write_fraction 0.100: FAIL"
     # minilm passes, mpnet's expected failure does not hold; the stand-in and the directory are not counted
-    assert late["holds"] == {"holds": 1, "of": 2, "text": "1 of 2"}
+    assert late["holds"] == {"holds": 1, "of": 2, "inconclusive": 0, "text": "1 of 2"}
     neg = rows["dense-negation-late"]
     assert neg["cells"]["minilm"] == {"measured": "", "verdict": "not run",
                                       "text": "not run: not computed: pair_cosine[negation]: no pairs"}
@@ -658,7 +658,8 @@ def test_core_report_matrix_has_a_column_per_measured_model(core):
     assert [r["claim"] for r in main] == list(CL.dense_claims())
     # MiniLM passes every dense claim but the inconclusive one (left out of the count, like a
     # cell not run); the same weights twice count once
-    assert all(r["holds"] == ("0 of 0" if r["claim"] in MINILM_INCONCLUSIVE else "1 of 1") for r in main), main
+    assert all(r["holds"] == ("0 of 0 (1 inconclusive)" if r["claim"] in MINILM_INCONCLUSIVE else "1 of 1")
+               for r in main), main
     assert all(r["minilm (L=6)"].endswith(": INCONCLUSIVE (interval straddles the bound)"
                                           if r["claim"] in MINILM_INCONCLUSIVE else ": pass") for r in main)
     # a claim that counts depths: its fixed form (the article's count taken literally) beside it,
