@@ -23,8 +23,9 @@ This module runs them (docs/open-question.md has the method and its limits):
 `open_question_curves` is what `measure(..., sublayers=True)` calls; `open_question_row`
 and `plot_open_question` turn a Measurement into the findings row `open-question` and its
 chart. The row is a measurement, not a check: its verdict is `answered` (a dip whose drop and
-recovery both exceed their paired 95% bootstrap intervals), `inconclusive` (a local
-minimum within the noise) or `no dip`.
+recovery both exceed their paired 95% bootstrap intervals), `dip within noise` (a local
+minimum inside them) or `no dip`. None of the three is a claim verdict (report.OUTCOMES
+counts them as measurements), so the words differ from a claim's `inconclusive`.
 """
 from __future__ import annotations
 
@@ -372,7 +373,7 @@ def open_question_row(measurement) -> dict | None:
         # issue 24: a local minimum whose drop or recovery does not exceed its paired interval
         measured = "; ".join(_dip_text(dip, last, a["typical_steps"], "dip within the noise")
                              for dip in a["uncertain_dips"])
-        verdict = "inconclusive"
+        verdict = "dip within noise"
     else:
         measured = f"no dip: intra_sentence_cosine is {_curve_text(a['intra'])} (d=0..{last})"
         if a["weakest_rise"] is not None:

@@ -319,9 +319,9 @@ def test_open_question_row_on_minilm_reports_measured_numbers(measured, tmp_path
     assert set(row) == {"claim", "model", "finding", "expected", "measured", "tolerance", "verdict", "notes",
                         "outcome", "interval"}
     assert row["claim"] == "open-question" and row["model"] == "minilm"
-    assert row["verdict"] in ("answered", "inconclusive", "no dip")
+    assert row["verdict"] in ("answered", "dip within noise", "no dip")
     a = OQ.answer(m)
-    if row["verdict"] in ("answered", "inconclusive"):
+    if row["verdict"] in ("answered", "dip within noise"):
         dip = (a["dips"] or a["uncertain_dips"])[0]
         assert dip["attention_step"] + dip["feed_forward_step"] == pytest.approx(dip["at"] - dip["before"])
         assert f"at d={dip['depth']}/6" in row["measured"]
@@ -394,7 +394,7 @@ def test_open_question_row_on_mpnet_reports_measured_numbers(mpnet_captured):
         m = measure(mpnet_captured, TEXTS, sublayers=True)
     row = OQ.open_question_row(m)
     a = OQ.answer(m)
-    assert row["model"] == "mpnet" and row["verdict"] in ("answered", "inconclusive", "no dip")
+    assert row["model"] == "mpnet" and row["verdict"] in ("answered", "dip within noise", "no dip")
     where = (a["dips"] or a["uncertain_dips"] or [a["weakest_rise"]])[0]
     d = where["depth"]
     assert f"at d={d}/12 (relative depth {d / 12:.2f})" in row["measured"]
@@ -420,5 +420,5 @@ def test_open_question_runs_on_the_mxbai_standin(request, tmp_path_factory):
     m = measure(st, sentences, sublayers=True)
     assert len(m.curves["intra_sentence_cosine@attn"]) == 25 and m.curves["intra_sentence_cosine@attn"][0] is None
     row = OQ.open_question_row(m)
-    assert row["model"] == "mxbai" and row["verdict"] in ("answered", "inconclusive", "no dip")
+    assert row["model"] == "mxbai" and row["verdict"] in ("answered", "dip within noise", "no dip")
     assert OQ.plot_open_question(m, tmp_path_factory.mktemp("oq-png") / "oq.png")

@@ -190,7 +190,8 @@ def test_report_measure_and_pytest_pyargs_from_an_empty_directory(installed):
 
     proc = _run([geometry_checks, "report", "--model", "minilm", "--out", "f"], run, env)
     assert proc.returncode == 0, proc.stderr
-    assert (run / "f" / "findings.md").is_file() and proc.stdout.startswith("wrote f/findings.md: ")
+    assert (run / "f" / "findings.md").is_file() and proc.stdout.splitlines()[-1].startswith(
+        "wrote f/findings.md and findings.json beside it: ")
 
     (run / "mine.txt").write_text("The cat sat on the mat\nStock markets fell sharply today\n"
                                   "A storm hit the coast overnight\n")
