@@ -347,10 +347,13 @@ ALL_MODELS: dict[str, ModelSpec] = {
             config_overrides=(("use_flash_attn", False),),
             hidden_states_reliable=False,
         ),
-        # The two next-token LMs of issue 23, registered for fetching and loading only
-        # (listed=False): they are measured with the decoder semantics of issue 22 when named
-        # (`--model smollm2`), but are not yet measured by default and have no marker and no
-        # recorded baseline (issue 23). Flip `listed` when those land.
+        # The two next-token LMs of issue 23, measured with the decoder semantics of issue 22
+        # (depth L the last block's raw output, the final norm the stage `final`, last-token
+        # pooling, specials excluded only where the tokenizer marks them, so a causal model's
+        # first position stays in). Listed like minilm and mpnet: markers `-m smollm2` /
+        # `-m gemma3`, dense claims and recorded baselines on the core set. Their weights are
+        # fetched with `geometry-checks fetch smollm2 gemma3`; without them the checks skip
+        # with that command (plugin.measurement_of).
         # Layout (transformers' LlamaModel / Gemma3TextModel, loaded from the converted
         # directory by AutoModel): `embed_tokens` is depth 0's module and `layers` the blocks;
         # the layout of ARCHITECTURES' llama and gemma3_text entries (final norm `norm`, the
@@ -375,7 +378,6 @@ ALL_MODELS: dict[str, ModelSpec] = {
             final_norm_module="norm",
             causal=True,
             weights=SMOLLM2_WEIGHTS,
-            listed=False,
         ),
         ModelSpec(
             name="gemma3",
@@ -391,7 +393,6 @@ ALL_MODELS: dict[str, ModelSpec] = {
             final_norm_module="norm",
             causal=True,
             weights=GEMMA3_WEIGHTS,
-            listed=False,
         ),
     )
 }
