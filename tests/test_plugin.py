@@ -19,6 +19,23 @@ def test_real_model_checks_skip_cleanly_without_weights(tmp_path):
     assert "pass --model-path=colbert=DIR" in proc.stdout
 
 
+def test_fetched_models_skip_without_weights_in_ci_too(tmp_path):
+    """smollm2 and gemma3 (registry `installed=False`): without their weights their checks skip
+    with the fetch command, also under CI=true, where only the installed models' (minilm,
+    mpnet) absence fails: a CI job that never fetched them does not fail for them."""
+    env = _isolated_env(tmp_path)
+    env["GEOMETRY_CHECKS_CACHE"] = str(tmp_path / "cache")  # an empty wheelhouse: nothing fetched
+    env["CI"] = "true"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "geometry_checks/checks", "-q", "-rs", "-p", "no:randomly",
+                           "-m", "smollm2 or gemma3"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    last = proc.stdout.splitlines()[-1]
+    assert "skipped" in last and "passed" not in last and "failed" not in last, last
+    assert "geometry-checks fetch smollm2" in proc.stdout and "geometry-checks fetch gemma3" in proc.stdout
+    assert "CI=true" not in proc.stdout
+
+
 def test_require_models_fails_without_weights(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pytest", "geometry_checks/checks/test_claims.py", "-q",
                            "-m", "colbert", "--require-models"],

@@ -3,17 +3,22 @@ model that has it. Article claims (CLAIMS.md IDs) run on mxbai / colbert and ski
 instructions when their weights are absent; dense claims run on MiniLM (always), on mxbai
 when present, and on each `--model`.
 
-mpnet (all-mpnet-base-v2, 12 layers, the `mpnet` extra) runs every dense claim too; where a
-claim does not hold on it, the claim is a strict expected failure (claims.EXPECTED_FAILURES)
+mpnet (all-mpnet-base-v2, 12 layers, the `mpnet` extra) and the next-token LMs smollm2 and
+gemma3 (`geometry-checks fetch smollm2 gemma3`) run every dense claim too; where a claim does
+not hold on one, the claim is a strict expected failure (claims.EXPECTED_FAILURES)
 whose reason carries the measured number, checked by test_expected_failure_reason_carries_the_measured_number."""
 import re
 
 import pytest
 
 from geometry_checks import claims as CL
+from geometry_checks.registry import MODELS
 
 ARTICLE = CL.load_article_claims()
 DENSE = CL.dense_claims()
+# every registered dense model, under its own marker: the contrastive encoders (minilm,
+# mpnet, mxbai) and the next-token LMs of issue 23 (smollm2, gemma3)
+DENSE_MODELS = [name for name, spec in MODELS.items() if spec.family == "dense"]
 
 
 def _article_params():
@@ -29,7 +34,7 @@ def _article_params():
 def _dense_params(models, identity=lambda model: model):
     for model in models:
         for claim in DENSE.values():
-            marks = [getattr(pytest.mark, model if model in ("minilm", "mpnet", "mxbai") else "any_model")]
+            marks = [getattr(pytest.mark, model if model in DENSE_MODELS else "any_model")]
             # a --model directory with a registered model's weights (sha256) gets its expected failures
             reason = CL.EXPECTED_FAILURES.get((identity(model), claim.id))
             if reason:
@@ -67,7 +72,7 @@ def pytest_generate_tests(metafunc):
     if metafunc.function.__name__ == "test_dense_claim":
         from geometry_checks.plugin import verdict_identity
 
-        models = ["minilm", "mpnet", "mxbai", *metafunc.config.getoption("--model")]
+        models = [*DENSE_MODELS, *metafunc.config.getoption("--model")]
         metafunc.parametrize(("claim", "model"),
                              list(_dense_params(models, lambda model: verdict_identity(metafunc.config, model))))
 
@@ -87,5 +92,7 @@ def test_expected_failure_reason_carries_the_measured_number(model, cid, measure
     verdict = (CL.run_dense_check(claim, measurement_of(model), model) if cid in DENSE
                else CL.run_article_check(claim, measurement_of))
     assert not verdict.passed, verdict.message
-    figures = re.findall(r"\d+\.\d+", verdict.relative_form or verdict.measured)
+    # the relative form's figure where it quotes one (a decimal or a percentage), else the measured one's
+    figure = r"\d+\.\d+|\d+%"
+    figures = re.findall(figure, verdict.relative_form) or re.findall(figure, verdict.measured)
     assert figures and figures[0] in CL.EXPECTED_FAILURES[(model, cid)], (figures, verdict.message)
