@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -203,7 +204,8 @@ def test_report_measure_and_pytest_pyargs_from_an_empty_directory(installed):
     proc = _run([python, "-m", "pytest", "--pyargs", "geometry_checks", "-m", "minilm"], run, env)
     assert proc.returncode == 0, proc.stdout[-3000:]
     summary = proc.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "failed" not in summary and "error" not in summary, summary
+    # "xfailed" (an inconclusive or expected failure) is no failure: match the counts as words
+    assert " passed" in summary and not re.search(r"\b\d+ (failed|errors?)\b", summary), summary
     assert int(summary.split(" passed")[0].split()[-1]) >= 40, summary  # dense claims + the recorded gate
 
     # the checks are importable in site-packages, doctests included (a project with --doctest-modules)
