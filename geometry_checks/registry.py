@@ -243,6 +243,39 @@ GEMMA3_WEIGHTS = WeightSource(
 )
 
 
+# The block layout of a model, by its config's `model_type`: an UNREGISTERED model gets it
+# from spec_from_config, and the registered LMs (smollm2, gemma3) spread it into their
+# entries. A model_type not listed here keeps the BERT defaults and loader.load verifies on one probe sentence that its hooks and its
+# `output_hidden_states` agree at every depth, refusing it with one line if they do not.
+# - post-norm encoders (bert, roberta, xlm-roberta, electra): the defaults; an MPNet block's
+#   `attention` module returns LayerNorm(attention + input) itself (verified for the `mpnet`
+#   entry by tests/test_openquestion.py);
+# - ModernBERT (pre-norm encoder): embeddings `embeddings` (token embeddings + LayerNorm),
+#   blocks `layers`, `mid` = the input of `mlp_norm`, final norm `final_norm`;
+# - Llama, Mistral, Qwen2, Qwen3 (pre-norm decoders): `embed_tokens`, `layers`, `mid` = the
+#   input of `post_attention_layernorm`, final norm `norm`, causal;
+# - Gemma3 text: the same, save that `post_attention_layernorm` normalises the attention
+#   output before the residual add, so `mid` = the input of `pre_feedforward_layernorm`;
+#   its `embed_tokens` (Gemma3TextScaledWordEmbedding) multiplies by sqrt(H) inside the
+#   module, so depth 0 is the scaled embedding, which is also its hidden_states[0].
+#   A gemma3_text config with `use_bidirectional_attention` (EmbeddingGemma) is not causal.
+# Checked against transformers 5.x's modelling code and tests/test_architectures.py.
+_POST_NORM = {}
+_DECODER = dict(embeddings_module="embed_tokens", blocks_module="layers", attn_output_module="post_attention_layernorm",
+                attn_output_is_input=True, final_norm_module="norm", causal=True)
+ARCHITECTURES: dict[str, dict] = {
+    "bert": _POST_NORM, "roberta": _POST_NORM, "xlm-roberta": _POST_NORM, "electra": _POST_NORM,
+    "mpnet": {"attn_output_module": "attention"},
+    "modernbert": dict(embeddings_module="embeddings", blocks_module="layers", attn_output_module="mlp_norm",
+                       attn_output_is_input=True, final_norm_module="final_norm"),
+    "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "qwen3": _DECODER,
+    "gemma3_text": {**_DECODER, "attn_output_module": "pre_feedforward_layernorm"},
+}
+# kept for callers of the former name: the post-attention module by model_type
+ATTN_OUTPUT_BY_MODEL_TYPE: dict[str, str] = {k: v["attn_output_module"] for k, v in ARCHITECTURES.items()
+                                             if "attn_output_module" in v}
+
+
 ALL_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
@@ -365,7 +398,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
         # with that command (plugin.measurement_of).
         # Layout (transformers' LlamaModel / Gemma3TextModel, loaded from the converted
         # directory by AutoModel): `embed_tokens` is depth 0's module and `layers` the blocks;
-        # the layout of ARCHITECTURES' llama and gemma3_text entries (final norm `norm`, the
+        # the layout of ARCHITECTURES' llama and gemma3_text entries, spread in (final norm `norm`, the
         # stage `final`; `mid` the input of the post-attention / pre-feedforward norm; causal,
         # pooled by the last non-pad token). Both tie the LM head to the
         # embedding table (config tie_word_embeddings; the GGUFs hold no separate output
@@ -380,12 +413,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
             hidden_size=576,
             source="parts",
             pooling="lasttoken",
-            embeddings_module="embed_tokens",
-            blocks_module="layers",
-            attn_output_module="post_attention_layernorm",
-            attn_output_is_input=True,
-            final_norm_module="norm",
-            causal=True,
+            **ARCHITECTURES["llama"],  # the decoder layout (final norm `norm`, causal, `mid`)
             weights=SMOLLM2_WEIGHTS,
         ),
         ModelSpec(
@@ -395,12 +423,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
             hidden_size=640,
             source="parts",
             pooling="lasttoken",
-            embeddings_module="embed_tokens",
-            blocks_module="layers",
-            attn_output_module="pre_feedforward_layernorm",
-            attn_output_is_input=True,
-            final_norm_module="norm",
-            causal=True,
+            **ARCHITECTURES["gemma3_text"],  # the decoder layout (final norm `norm`, causal, `mid`)
             weights=GEMMA3_WEIGHTS,
         ),
     )
@@ -409,37 +432,6 @@ ALL_MODELS: dict[str, ModelSpec] = {
 MODELS: dict[str, ModelSpec] = {name: spec for name, spec in ALL_MODELS.items() if spec.listed}
 
 
-# The block layout of an UNREGISTERED model, by its config's `model_type` (a registered entry
-# names its own). spec_from_config applies these fields; a model_type not listed here keeps
-# the BERT defaults and loader.load verifies on one probe sentence that its hooks and its
-# `output_hidden_states` agree at every depth, refusing it with one line if they do not.
-# - post-norm encoders (bert, roberta, xlm-roberta, electra): the defaults; an MPNet block's
-#   `attention` module returns LayerNorm(attention + input) itself (verified for the `mpnet`
-#   entry by tests/test_openquestion.py);
-# - ModernBERT (pre-norm encoder): embeddings `embeddings` (token embeddings + LayerNorm),
-#   blocks `layers`, `mid` = the input of `mlp_norm`, final norm `final_norm`;
-# - Llama, Mistral, Qwen2, Qwen3 (pre-norm decoders): `embed_tokens`, `layers`, `mid` = the
-#   input of `post_attention_layernorm`, final norm `norm`, causal;
-# - Gemma3 text: the same, save that `post_attention_layernorm` normalises the attention
-#   output before the residual add, so `mid` = the input of `pre_feedforward_layernorm`;
-#   its `embed_tokens` (Gemma3TextScaledWordEmbedding) multiplies by sqrt(H) inside the
-#   module, so depth 0 is the scaled embedding, which is also its hidden_states[0].
-#   A gemma3_text config with `use_bidirectional_attention` (EmbeddingGemma) is not causal.
-# Checked against transformers 5.x's modelling code and tests/test_architectures.py.
-_POST_NORM = {}
-_DECODER = dict(embeddings_module="embed_tokens", blocks_module="layers", attn_output_module="post_attention_layernorm",
-                attn_output_is_input=True, final_norm_module="norm", causal=True)
-ARCHITECTURES: dict[str, dict] = {
-    "bert": _POST_NORM, "roberta": _POST_NORM, "xlm-roberta": _POST_NORM, "electra": _POST_NORM,
-    "mpnet": {"attn_output_module": "attention"},
-    "modernbert": dict(embeddings_module="embeddings", blocks_module="layers", attn_output_module="mlp_norm",
-                       attn_output_is_input=True, final_norm_module="final_norm"),
-    "llama": _DECODER, "mistral": _DECODER, "qwen2": _DECODER, "qwen3": _DECODER,
-    "gemma3_text": {**_DECODER, "attn_output_module": "pre_feedforward_layernorm"},
-}
-# kept for callers of the former name: the post-attention module by model_type
-ATTN_OUTPUT_BY_MODEL_TYPE: dict[str, str] = {k: v["attn_output_module"] for k, v in ARCHITECTURES.items()
-                                             if "attn_output_module" in v}
 
 
 def get_spec(name: str) -> ModelSpec:
