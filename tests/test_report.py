@@ -26,6 +26,7 @@ from geometry_checks import loader
 from geometry_checks import charts as CH
 from geometry_checks import claims as CL
 from geometry_checks import report as R
+from geometry_checks.registry import ALL_MODELS
 from geometry_checks.result import Measurement
 
 pytestmark = pytest.mark.minilm
@@ -55,7 +56,8 @@ def _isolated_env(tmp_path: Path) -> dict:
 @pytest.fixture(scope="module")
 def core(tmp_path_factory):
     """The report of MiniLM on fixtures/core.json, plus MiniLM's own directory as a second,
-    unregistered model (a second matrix column at the cost of one small pass), written once."""
+    unregistered model (a second matrix column at the cost of one small pass), and MiniLM's
+    untrained controls on seeds 0 and 1, written once."""
     from geometry_checks.lab import Lab
 
     out = tmp_path_factory.mktemp("report-core")
@@ -63,7 +65,8 @@ def core(tmp_path_factory):
         mp.setattr(loader, "hub_cache_dir", lambda *a, **k: None)  # mxbai/colbert: not run, everywhere
         lab = Lab(device="cpu")
         directory = str(loader.bundled_minilm_dir())
-        result = R.build_report(lab, ["minilm", directory], out)
+        # issue 23: two untrained controls of MiniLM (its directory is the same model: no more)
+        result = R.build_report(lab, ["minilm", directory], out, control_seeds=(0, 1))
     result["lab"] = lab
     result["directory"] = directory
     return result
@@ -78,7 +81,7 @@ def user(tmp_path_factory):
     out = tmp / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "geometry_checks", "report", "--sentences", str(sentences), "--out", str(out),
-         "--device", "cpu"],
+         "--device", "cpu", "--controls", "1"],
         check=False, capture_output=True, text=True, cwd=ROOT, timeout=600, env=_isolated_env(tmp))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return {"out": out, "stdout": proc.stdout, "stderr": proc.stderr, "md": (out / "findings.md").read_text(),
@@ -164,14 +167,18 @@ def test_findings_json_is_the_twin_of_the_tables(core):
     md = core["path"].read_text()
     _, md_rows = checks_table(md)
     data = json.loads(core["path"].with_suffix(".json").read_text())
-    measured = [r for r in data["rows"] if not r["published_only"]]
+    own = [r for r in data["rows"] if not r["control"]]  # the untrained controls' rows: their own section
+    measured = [r for r in own if not r["published_only"]]
     assert [(r["claim"], r["model"], r["verdict"]) for r in measured] == \
         [(r["claim"], r["model"], r["verdict"]) for r in md_rows]
-    assert len(data["rows"]) - len(measured) == len(published_only_items(md))
+    assert len(own) - len(measured) == len(published_only_items(md))
     summary = data["summary"]
-    assert summary["checks"] == len(data["rows"])
+    assert summary["checks"] == len(own)
     assert sum(summary["verdicts"].values()) + summary["not run"] + sum(summary["measurements"].values()) \
-        == len(data["rows"])
+        == len(own)
+    controls = [r for r in data["rows"] if r["control"]]
+    assert {r["model"] for r in controls} == {"minilm@init:0", "minilm@init:1"}
+    assert len([r for r in controls if r["claim"] != "open-question"]) == 2 * len(CL.dense_claims())
     assert {c["file"] for c in data["charts"]} == set(linked_images(md))
 
 
@@ -186,7 +193,7 @@ def test_minilm_dense_checks_pass_and_article_claims_are_not_run(core):
     assert dense and all(r["verdict"] == ("inconclusive" if r["claim"] in MINILM_INCONCLUSIVE else "passed")
                          for r in dense), [r for r in dense if r["verdict"] != "passed"]
     assert all(r["interval"] and r["outcome"] for r in dense)
-    article = [r for r in rows if r not in dense]
+    article = [r for r in rows if r not in dense and not R.is_control(r)]
     assert all(r["verdict"] == "not run" for r in article)
 
 
@@ -499,10 +506,14 @@ def test_findings_md_reflects_real_pytest_outcomes(tmp_path):
                                "measurements": {}}
     # the models the run measured, side by side
     header, matrix = matrix_table(md)
-    assert header[2:4] == ["minilm (L=6)", "mpnet (L=12)"]
+    assert header[2:4] == ["contrastive: minilm (L=6)", "contrastive: mpnet (L=12)"]
     by_claim = {r["claim"]: r for r in matrix}
-    assert by_claim["dense-late-writes"]["mpnet (L=12)"] == "peak 0.500 at 12 (12/12 = 1.00): xfail (expected failure)"
+    assert by_claim["dense-late-writes"]["contrastive: mpnet (L=12)"] == \
+        "peak 0.500 at 12 (12/12 = 1.00): xfail (expected failure)"
     assert by_claim["dense-late-writes"]["holds"] == "1 of 2"
+    # a pytest run measures no untrained control and no next-token LM here: the thesis says so
+    assert by_claim["dense-signal-peak"]["thesis"] == (
+        "undecided: no untrained control measured (contrastive 2/2)")
     assert by_claim["dense-signal-peak"]["holds"] == "2 of 2"
     assert by_claim["dense-collapse"]["holds"] == "none measured"
     assert [m["name"] for m in data["matrix"]["models"]] == ["minilm", "mpnet"]
@@ -573,7 +584,7 @@ def test_matrix_is_in_findings_md_and_json_alike(tmp_path):
     md = (tmp_path / "findings.md").read_text()
     header, table = matrix_table(md)
     assert header == ["claim", "finding", "minilm (L=6)", "mpnet (L=12)", "mxbai (L=24) (stand-in)",
-                      "other-model (L=4) (directory)", "published (article, L=24)", "holds"]
+                      "other-model (L=4) (directory)", "published (article, L=24)", "holds", "thesis"]
     by_claim = {r["claim"]: r for r in table}
     assert by_claim["dense-late-writes"]["holds"] == "1 of 2"
     assert by_claim["dense-late-writes"]["mpnet (L=12)"] == "late_write_fraction 0.363: xfail (expected failure)"
@@ -610,7 +621,7 @@ def test_model_facts_tell_registered_stand_in_and_directory(tmp_path):
     m = Measurement(model="mxbai", sentence_set="core", depths=25, provenance={"location": str(tmp_path)})
     assert R.model_facts("mxbai", m) == {"layers": 24, "kind": "stand-in"}
     real = dataclasses.replace(m, provenance={"location": str(tmp_path / "elsewhere")})
-    assert R.model_facts("mxbai", real) == {"layers": 24, "kind": "registered"}
+    assert R.model_facts("mxbai", real) == {"layers": 24, "kind": "registered", "objective": "contrastive"}
     assert R.model_facts(str(tmp_path / "elsewhere"), real)["kind"] == "directory"
 
 
@@ -652,7 +663,8 @@ def test_core_report_matrix_has_a_column_per_measured_model(core):
     header, table = matrix_table(md)
     slug = CH.slug(core["directory"])
     # MiniLM's own directory holds MiniLM's weights (sha256): it is MiniLM for its verdicts
-    assert header[2:4] == ["minilm (L=6)", f"{slug} (L=6) (= minilm)"]
+    assert header[2:5] == ["contrastive: minilm (L=6)", f"contrastive: {slug} (L=6) (= minilm)",
+                           "untrained control: minilm@init (L=6, 2 seeds)"]
     assert f"`{core['directory']}` has the weights of the registered `minilm`" in md
     main = [r for r in table if not r["claim"].endswith("(fixed form)")]
     assert [r["claim"] for r in main] == list(CL.dense_claims())
@@ -660,8 +672,17 @@ def test_core_report_matrix_has_a_column_per_measured_model(core):
     # cell not run); the same weights twice count once
     assert all(r["holds"] == ("0 of 0 (1 inconclusive)" if r["claim"] in MINILM_INCONCLUSIVE else "1 of 1")
                for r in main), main
-    assert all(r["minilm (L=6)"].endswith(": INCONCLUSIVE (interval straddles the bound)"
-                                          if r["claim"] in MINILM_INCONCLUSIVE else ": pass") for r in main)
+    assert all(r["contrastive: minilm (L=6)"].endswith(": INCONCLUSIVE (interval straddles the bound)"
+                                                       if r["claim"] in MINILM_INCONCLUSIVE else ": pass")
+               for r in main)
+    # issue 23: the controls' column and the thesis verdict, one per claim; with no next-token LM
+    # measured, a finding the controls do not show cannot be told contrastive from any training
+    controls = [r["untrained control: minilm@init (L=6, 2 seeds)"] for r in main]
+    assert all(re.search(r"\(seed [01]\); holds on \d of \d seeds|^not run", c) for c in controls), controls
+    thesis = {r["claim"]: r["thesis"] for r in main}
+    assert thesis["dense-collapse"].startswith("undecided: no next-token LM measured (contrastive 1/1, "
+                                               "untrained 0/1)"), thesis
+    assert "## Untrained controls" in md and "minilm@init:1" in md
     # a claim that counts depths: its fixed form (the article's count taken literally) beside it,
     # where that count is less than half of L = 6: only 'the last 2 depths' of dense-late-writes
     fixed = [r["claim"].removesuffix(" (fixed form)") for r in table if r["claim"].endswith("(fixed form)")]
@@ -676,8 +697,9 @@ def test_report_with_no_model_measures_every_registered_model_present(user, monk
     expected = loader.available_models()
     assert expected[0] == "minilm"
     models = user["json"]["matrix"]["models"]
-    assert [m["name"] for m in models] == expected
-    assert all(m["kind"] == "registered" for m in models)
+    assert [m["name"] for m in models if m["kind"] != "control"] == expected
+    assert all(m["kind"] == "registered" for m in models if m["kind"] != "control")
+    assert [m["name"] for m in models if m["kind"] == "control"] == [f"{m}@init" for m in expected]
     # the terminal: one line per model and where it wrote, never a table
     lines = user["stdout"].splitlines()
     for name in expected:
@@ -687,11 +709,16 @@ def test_report_with_no_model_measures_every_registered_model_present(user, monk
     # not a terminal: no progress bar in the output (tqdm writes only to a terminal)
     assert "\r" not in user["stderr"] and "loading [" not in user["stderr"]
     header, table = matrix_table(user["md"])
-    assert [h.split(" (L=")[0] for h in header[2:-2]] == expected
+    trained = [h for h in header[2:-3] if not h.startswith("untrained control: ")]
+    assert [h.split(": ", 1)[1].split(" (L=")[0] for h in trained] == expected
+    # --controls 1: one untrained control per trained model, seed 0
+    controls = [h for h in header[2:-3] if h.startswith("untrained control: ")]
+    assert [h.split(": ", 1)[1] for h in controls] == [
+        f"{m}@init (L={ALL_MODELS[m].layers}, 1 seed)" for m in expected]
     by_claim = {r["claim"]: r for r in table}
     assert by_claim["dense-negation-late"]["holds"] == "none measured"  # the user's file has no pairs
     oq = by_claim["open-question"]  # the report captures sublayers: every model answers, side by side
-    assert all(oq[h] and not oq[h].startswith("not run") for h in header[2:-2])
+    assert all(oq[h] and not oq[h].startswith("not run") for h in header[2:-3])
 
 
 def test_a_depth_counting_claim_gets_its_fixed_form_beside_it():
@@ -718,15 +745,18 @@ def test_report_command_restricts_to_model_and_defaults_to_every_model_present(t
 
     seen = []
 
-    def fake_build_report(lab, models, out, sentences=None):
-        seen.append(models)
+    def fake_build_report(lab, models, out, sentences=None, control_seeds=()):
+        seen.append((models, control_seeds))
         return {"rows": [], "charts": [], "not_drawn": [], "path": Path(out) / "findings.md"}
 
     monkeypatch.setattr(R, "build_report", fake_build_report)
     monkeypatch.setattr(loader, "available_models", lambda paths=None: ["minilm", "mpnet"])
     assert cli.main(["report", "--out", str(tmp_path), "--model", "minilm", "--model", "minilm"]) == 0
-    assert cli.main(["report", "--out", str(tmp_path)]) == 0
-    assert seen == [["minilm"], ["minilm", "mpnet"]]
+    assert cli.main(["report", "--out", str(tmp_path), "--controls", "0"]) == 0
+    assert seen == [(["minilm"], (0, 1, 2)), (["minilm", "mpnet"], ())]  # three control seeds unless told
+    assert cli.main(["report", "--out", str(tmp_path), "--controls", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and "--controls must be 0 or more, got -1" in err
     monkeypatch.setattr(loader, "available_models", lambda paths=None: [])
     assert cli.main(["report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
