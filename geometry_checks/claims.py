@@ -239,8 +239,13 @@ class Bounds:
     ok: Callable[[float], bool]
     side: str
     why: str = ""
+    # the figure has no bounded interval (a share of a gain whose own interval holds 0):
+    # nothing is decided, whatever the point estimate (`why` says which interval)
+    unbounded: bool = False
 
     def text(self) -> str:
+        if self.unbounded:
+            return f"of {self.what}: unbounded ({self.why})"
         if self.lo is None or self.hi is None:
             return f"of {self.what}: none ({self.why})" if self.why else ""
         return f"of {self.what} [{_fmt(self.lo)}, {_fmt(self.hi)}]"
@@ -251,7 +256,10 @@ def decide(point_ok: bool, bounds: Bounds) -> str:
     point estimate fails and so does the whole interval; inconclusive otherwise (the
     interval straddles the bound, or lies on the other side of it than the point, which a
     percentile interval of a skewed statistic can). The tests are monotone (a bound), so
-    the two ends stand for the whole interval. Without an interval: the point decides."""
+    the two ends stand for the whole interval. Without an interval: the point decides. An
+    unbounded interval (Bounds.unbounded) decides nothing: inconclusive."""
+    if bounds.unbounded:
+        return INCONCLUSIVE
     if bounds.lo is None or bounds.hi is None:
         return HOLDS if point_ok else FAILS
     ends = (bounds.ok(bounds.lo), bounds.ok(bounds.hi))
@@ -827,12 +835,21 @@ def check_dense_late_separability(m: Measurement, claim: Claim, model: str) -> V
     shown = fixed_form_shown(k, m.last)
     iv = _interval(m, "separability_ratio")
     qlo = qhi = None
+    unsure = ""
     if iv is not None:  # the paired gains sep[L] - sep[L-n] and sep[L] - sep[0], as a box
-        qlo, qhi = _ratio_bounds(iv["diff_lo"][m.last - n][m.last], iv["diff_hi"][m.last - n][m.last],
-                                 iv["diff_lo"][0][m.last], iv["diff_hi"][0][m.last])
+        glo, ghi = iv["diff_lo"][0][m.last], iv["diff_hi"][0][m.last]
+        qlo, qhi = _ratio_bounds(iv["diff_lo"][m.last - n][m.last], iv["diff_hi"][m.last - n][m.last], glo, ghi)
+        if glo is not None and ghi is not None and glo <= 0 < ghi:
+            # a share of a gain that may be 0 is unbounded (smollm2: 0.272 -> 0.279, a share of
+            # 3077%): no part of the gain is "most" of it for sure, so no verdict, and the fixed
+            # form, which has no interval, does not hold
+            unsure = f"the gain from depth 0, {_fmt(total)}, has the 95% interval [{_fmt(glo)}, {_fmt(ghi)}], holding 0"
     bounds = Bounds(f"the last {n} blocks' share", qlo, qhi, lambda q: q > need, f"> {need}",
-                    _reason(m, "separability_ratio") if iv is None else "the gain from 0 is not surely positive")
-    return _forms(claim, model, (f"last {k} blocks: {fix:.0%}", fix > need),
+                    unsure or (_reason(m, "separability_ratio") if iv is None
+                               else "the gain from 0 is not surely positive"), unbounded=bool(unsure))
+    fixed = (f"last {k} blocks: {fix:.0%} of a gain not surely above 0", False) if unsure else \
+        (f"last {k} blocks: {fix:.0%}", fix > need)
+    return _forms(claim, model, fixed,
                   (f"last {n} of {m.last} blocks: {rel:.0%}", rel > need),
                   f"last {n} blocks: {rel:.0%} of {_fmt(sep[0])} -> {_fmt(sep[-1])}"
                   + (f" (fixed 5: {fix:.0%})" if shown else ""),
@@ -1059,7 +1076,7 @@ How each figure gets its interval:
 | dense-collapse | intra[L] / intra[0] | the two depths' intervals as a box (wider than the paired ratio's) |
 | dense-signal-peak, dense-cls-alignment | c[L] - max c[d] over the other depths | paired (`diff_lo`/`diff_hi`: the same resamples) |
 | dense-coherent-push | the window's highest depth minus max c[d] before the window | paired |
-| dense-late-separability | (sep[L] - sep[L-n]) / (sep[L] - sep[0]) | the two paired gains as a box |
+| dense-late-separability | (sep[L] - sep[L-n]) / (sep[L] - sep[0]) | the two paired gains as a box; unbounded (inconclusive) where the gain from depth 0 has an interval holding 0 |
 | dense-late-writes | share of dims written most in the last n blocks | the histogram's interval at those depths |
 | dense-pc1-orthogonal (and pc1-orthogonal) | max over depths | [max of the lower ends, max of the upper ends] |
 | dense-stable-norms | max final norm / median | the depths' intervals as a box |

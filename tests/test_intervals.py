@@ -135,6 +135,29 @@ def test_decide_is_three_way(point_ok, lo, hi, outcome):
     assert CL.decide(point_ok, CL.Bounds("share", lo, hi, lambda q: q > 0.5, "> 0.5")) == outcome
 
 
+def test_an_unbounded_interval_decides_nothing():
+    bounds = CL.Bounds("share", None, None, lambda q: q > 0.5, "> 0.5", "the gain holds 0", unbounded=True)
+    assert CL.decide(True, bounds) == CL.decide(False, bounds) == CL.INCONCLUSIVE
+    assert bounds.text() == "of share: unbounded (the gain holds 0)"
+
+
+@pytest.mark.parametrize(("shift", "outcome"), [(0.0, CL.INCONCLUSIVE), (0.5, CL.HOLDS)])
+def test_a_share_of_a_gain_that_may_be_zero_is_no_verdict(shift, outcome):
+    """dense-late-separability on a flat curve (smollm2: 0.272 -> 0.279, 'a share of 3077%'):
+    where the gain from depth 0 has an interval holding 0, the share is unbounded."""
+    sep = [0.272, 0.27, 0.26, 0.25, 0.255, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.26, 0.279 + shift]  # L = 12
+    # resamples of the curve: the same shape, depths 0 and L moved apart by noise of +-0.03
+    noise = torch.linspace(-0.03, 0.03, 200)[:, None]
+    reps = torch.tensor(sep)[None, :] + noise * torch.tensor([1.0] + [0.0] * 11 + [-1.0])[None, :]
+    m = Measurement(model="toy", sentence_set="toy", depths=len(sep), curves={"separability_ratio": sep},
+                    intervals={"separability_ratio": IV.curve_interval(reps)})
+    verdict = CL.run_dense_check(CL.dense_claims()["dense-late-separability"], m, "toy")
+    assert verdict.outcome == outcome, verdict.message
+    if outcome == CL.INCONCLUSIVE:
+        assert "unbounded (the gain from depth 0, 0.007, has the 95% interval" in verdict.interval
+        assert verdict.fixed_form.endswith("of a gain not surely above 0 (does not hold)")
+
+
 def test_verdict_passed_only_when_it_holds():
     held = CL.Verdict("c", "m", True, "x", "y", "t")
     assert held.outcome == CL.HOLDS and held.passed and not held.inconclusive
