@@ -105,6 +105,8 @@ def _markers() -> dict[str, str]:
     """The markers of the checks, registered by the plugin itself (they exist outside this repository)."""
     markers = {spec.marker: f"checks on {spec.hub_id}" for spec in MODELS.values()}
     markers["any_model"] = "model-agnostic checks on the model given with --model"
+    markers["thesis"] = ("the thesis verdict per dense claim: minilm, mpnet, smollm2, gemma3 and their untrained "
+                         "controls (issue 23)")
     return markers
 
 

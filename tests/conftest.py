@@ -28,11 +28,12 @@ def standin_dirs(tmp_path_factory):
 
 
 # --- pytest-xdist (issue 4): `pytest -n 2 --dist loadgroup` -------------------------------------
-# Every test marked with a model (standin, mxbai, colbert, minilm, mpnet, any_model) joins that model's
+# Every test marked with a model (standin, mxbai, colbert, minilm, mpnet, any_model; `thesis`, which
+# measures four models and twelve controls) joins that model's
 # xdist_group, so with --dist loadgroup each model's tests run on one worker, and a worker
 # loads (or, for the stand-ins, builds) only the models its tests use. Without xdist the
 # marks are inert. docs/performance.md has the command.
-MODEL_GROUPS = ("standin", "mxbai", "colbert", "minilm", "mpnet", "smollm2", "gemma3", "any_model")
+MODEL_GROUPS = ("standin", "mxbai", "colbert", "minilm", "mpnet", "smollm2", "gemma3", "thesis", "any_model")
 
 
 def pytest_configure(config):
