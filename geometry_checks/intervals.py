@@ -319,10 +319,12 @@ def replicates(stats: Stats, poolings=("mean",), classes: bool = False, attn: bo
         from . import metrics as M
 
         P = per["intra"].shape[0]
-        curves["massive_dims_norm_share"] = M.top_share(res.total("energy", (P, H)))[0]
+        curves["massive_dims_norm_share"] = M.top_share(res.total("energy", (P, H)), dims=False)[0]
+        # the cosine terms are sums over the resample's eligible sentences: the share is the same
+        # of the sums as of the means, and the threshold applies to the mean (sum / count)
         eligible = res.weighted((per["n"] >= 2).double())  # [R]: the resample's sentences with pairs
-        terms = res.total("cosdim", (P, H)) / eligible[:, None, None]
-        curves["massive_dims_cosine_share"] = M.top_share(terms, min_total=M.MASSIVE_MIN_COSINE)[0]
+        curves["massive_dims_cosine_share"] = M.top_share(
+            res.total("cosdim", (P, H)), min_total=M.MASSIVE_MIN_COSINE * eligible[:, None], dims=False)[0]
         for name in ("norm_share", "norm_ratio", "cosine"):
             curves[f"first_position_{name}"] = res.nanmean(per[f"first_{name}"])
     if attn:

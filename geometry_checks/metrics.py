@@ -667,10 +667,14 @@ MASSIVE_DIMS = 3  # K: both papers find one to a few such dimensions; a uniform 
 MASSIVE_MIN_COSINE = 0.01  # the cosine share is undefined (NaN) where the cosine it splits is at most this
 
 
-def top_share(contrib: Tensor, k: int = MASSIVE_DIMS, min_total: float = 0.0) -> tuple[Tensor, Tensor]:
+def top_share(contrib: Tensor, k: int = MASSIVE_DIMS, min_total: float | Tensor = 0.0,
+              dims: bool = True) -> tuple[Tensor, Tensor | None]:
     """The share of the k largest entries in the total, along the last axis: contrib [..., H]
     -> (share [...], their indices LongTensor [..., k], largest first, the lower index first
-    on ties). The share is NaN where the total is NaN or at most `min_total`.
+    on ties). The share is NaN where the total is NaN or at most `min_total` (a number, or a
+    tensor broadcasting to the total's shape). dims=False: indices None, and no full sort
+    (the bootstrap's [R, P, H] replicates: the sum of the k largest values does not depend
+    on how ties are ordered).
 
     >>> share, dims = top_share(torch.tensor([[1.0, 6.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0]]), k=2)
     >>> share.tolist(), dims.tolist()
@@ -679,11 +683,15 @@ def top_share(contrib: Tensor, k: int = MASSIVE_DIMS, min_total: float = 0.0) ->
     if not 1 <= k <= contrib.shape[-1]:
         raise ValueError(f"k={k} out of range for H={contrib.shape[-1]}")
     c = contrib.to(_acc(contrib.device))
-    dims = torch.sort(c, dim=-1, descending=True, stable=True).indices[..., :k]
     total = c.sum(-1)
-    share = c.gather(-1, dims).sum(-1) / total
+    if dims:
+        idx = torch.sort(c, dim=-1, descending=True, stable=True).indices[..., :k]
+        top = c.gather(-1, idx).sum(-1)
+    else:
+        idx, top = None, torch.topk(c, k, dim=-1, sorted=False).values.sum(-1)
+    share = top / total
     ok = torch.isfinite(total) & (total > min_total)
-    return torch.where(ok, share, torch.full_like(share, float("nan"))), dims
+    return torch.where(ok, share, torch.full_like(share, float("nan"))), idx
 
 
 def dim_energy_per_sentence(states: Tensor, content: Tensor) -> Tensor:

@@ -279,3 +279,12 @@ def test_massive_metrics_never_read_padding(fill):
     for key in a:
         close(a[key], b[key])
 
+
+
+@settings(deadline=None)
+@given(massive_batches())
+def test_top_share_without_dims_is_the_same_share(b):
+    """The bootstrap's top_share(dims=False) (topk, no sort) gives the share the sort gives."""
+    states, _, content = b
+    for contrib in (M.dim_energy_per_sentence(states, content), M.cosine_dim_contributions_per_sentence(states, content)):
+        close(M.top_share(contrib, dims=False)[0], M.top_share(contrib)[0])
