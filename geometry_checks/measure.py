@@ -102,7 +102,8 @@ def massive_curves(x: torch.Tensor, c: torch.Tensor) -> tuple[dict, dict]:
     cos_share, cos_dims = M.massive_dims_cosine_share(x, c)
     curves = {"massive_dims_norm_share": norm_share, "massive_dims_cosine_share": cos_share,
               **M.first_position_metrics(x, c)}
-    return curves, {"norm": massive_dims_json(norm_share, norm_dims), "cosine": massive_dims_json(cos_share, cos_dims)}
+    return curves, {"k": M.MASSIVE_DIMS, "norm": massive_dims_json(norm_share, norm_dims),
+                    "cosine": massive_dims_json(cos_share, cos_dims)}
 
 
 def aligned_word_pairs(words_a: list[str], words_b: list[str]) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ class Measurement:
     discriminative_dims: pair -> {dims, curves, half_rise}. proj: metric -> value at
     the projection depth (ColBERT). final: metric -> value at the final norm's output
     (pre-norm models' stage `final`, beside the depths). massive_dims: the dimensions behind
-    massive_dims_norm_share and massive_dims_cosine_share, {"norm": [...], "cosine": [...]},
+    massive_dims_norm_share and massive_dims_cosine_share, {"k": K, "norm": [...], "cosine": [...]},
     each a list over depths of the K indices (largest first), None where the share is None
     (issue 23; not a curve: indices are not numbers to compare or resample). by_pooling: pooling -> {curves, scalars, ...} of
     the pooled metrics under another pooling than mean. not_computed: metric -> why.

@@ -1137,7 +1137,7 @@ def _massive_curves(cloud: _Cloud, result: Measurement) -> dict:
     norm_share, norm_dims = M.top_share(cloud.energy)
     eligible = (cloud.n >= 2).sum().to(cloud.cos_terms.dtype)
     cos_share, cos_dims = M.top_share(cloud.cos_terms / eligible, min_total=M.MASSIVE_MIN_COSINE)
-    result.massive_dims = {"norm": MS.massive_dims_json(norm_share, norm_dims),
+    result.massive_dims = {"k": M.MASSIVE_DIMS, "norm": MS.massive_dims_json(norm_share, norm_dims),
                            "cosine": MS.massive_dims_json(cos_share, cos_dims)}
     curves = {"massive_dims_norm_share": norm_share, "massive_dims_cosine_share": cos_share}
     curves.update({f"first_position_{k}": torch.nanmean(v, 1) for k, v in cloud.first.items()})
