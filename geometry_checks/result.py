@@ -118,6 +118,12 @@ NEEDS_TWO_TOKENS = {
     "fixed_pca_step": "needs at least 2 content tokens in all",
     "refit_pca_step": "needs at least 2 content tokens in all",
     "teleological_distance": "needs at least 2 content tokens in all",
+    # issue 23 (docs/metrics.md, "Massive activations")
+    "massive_dims_cosine_share": "needs a sentence with at least 2 content tokens and an intra_sentence_cosine "
+                                 "above 0.01 (a share of a cosine near 0 or below is undefined)",
+    "first_position_norm_share": "needs a sentence with a content token besides its first position",
+    "first_position_norm_ratio": "needs a sentence with a content token besides its first position",
+    "first_position_cosine": "needs a sentence with a content token besides its first position",
 }
 TWO_SENTENCES = "needs at least 2 sentences (the file has 1)"
 

@@ -21,11 +21,15 @@ the whole set. It consumes `capture.iter_batches` one batch at a time and keeps 
   separability@attn, its pair sums), the per-sentence word-class pair sums ``[P, S, 3]``
   (function words from `openquestion.word_class_masks`) and the sums of the mean pools'
   unit vectors (`pair_cosine_all`);
+- for the massive activations (issue 23): the per-dimension sums of h_i[k]^2 and of the
+  sentences' cosine terms ``[P, H]``, and the first position's three values ``[P, S]``
+  (`_massive`: one more batched product per batch, of the squared states);
 - for the bootstrap intervals (issue 24, `intervals.py`): the per-sentence token-norm
   sums and |unit-vector sum|^2 ``[P, S]`` (and the pools' |unit|^2 with sublayers), and,
   through one `intervals.Resampler` (1,000 seeded resamples as counts ``[1000, S]``), the
   resampled sums of each sentence's unit-vector sum, |pool step| per dimension (per
-  pooling) and, with sublayers, pool unit vector: ``[1000, P, H]`` each, float64, added
+  pooling), per-dimension squared activations and cosine terms (issue 23) and, with
+  sublayers, pool unit vector: ``[1000, P, H]`` each, float64, added
   batch by batch (no per-sentence ``[P, S, H]`` of them is kept); separability's resamples
   are taken from the kept content means before they are released.
 
