@@ -660,7 +660,7 @@ def peak_depth(curve: Tensor) -> int:
 __all__ += [
     "MASSIVE_DIMS", "MASSIVE_MIN_COSINE", "cosine_dim_contributions", "cosine_dim_contributions_per_sentence",
     "dim_energy_per_sentence", "first_position_metrics", "first_position_per_sentence",
-    "massive_dims_cosine_share", "massive_dims_norm_share", "top_share",
+    "masked_median", "massive_dims_cosine_share", "massive_dims_norm_share", "top_share",
 ]
 
 MASSIVE_DIMS = 3  # K: both papers find one to a few such dimensions; a uniform share is K / H
@@ -752,6 +752,23 @@ def massive_dims_cosine_share(states: Tensor, content: Tensor, k: int = MASSIVE_
     return top_share(cosine_dim_contributions(states, content), k, MASSIVE_MIN_COSINE)
 
 
+def masked_median(values: Tensor, mask: Tensor) -> Tensor:
+    """The median of values[..., T] over the positions where mask [..., T] (broadcast), as
+    numpy's median: the mean of the two middle values for an even count; NaN where none.
+    By a sort (torch.nanquantile is not on every device).
+
+    >>> masked_median(torch.tensor([[4.0, 1.0, 3.0, 2.0], [5.0, 9.0, 9.0, 9.0]]),
+    ...               torch.tensor([[True, True, True, True], [True, False, False, False]])).tolist()
+    [2.5, 5.0]
+    """
+    m = mask.expand_as(values)
+    ordered = torch.where(m, values, torch.full_like(values, float("inf"))).sort(-1).values
+    count = m.sum(-1, keepdim=True)
+    lo = ordered.gather(-1, ((count - 1) // 2).clamp_min(0)).squeeze(-1)
+    hi = ordered.gather(-1, (count // 2).clamp_max(values.shape[-1] - 1)).squeeze(-1)
+    return torch.where(count.squeeze(-1) > 0, (lo + hi) / 2, torch.full_like(lo, float("nan")))
+
+
 def first_position_per_sentence(states: Tensor, content: Tensor) -> dict[str, Tensor]:
     """The first position against the sentence's other measured tokens, per sentence. Position
     0 is the sequence's first position whatever its token; `others` are the content tokens
@@ -780,7 +797,7 @@ def first_position_per_sentence(states: Tensor, content: Tensor) -> dict[str, Te
     rest = _masked_sum(norms * norms, others)  # [P, S]
     denom = n0 * n0 + rest
     share = torch.where((n_others > 0) & (denom > 0), n0 * n0 / denom.clamp_min(torch.finfo(acc).tiny), nan)
-    median = torch.nanquantile(torch.where(others, norms.to(acc), float("nan")), 0.5, dim=-1)
+    median = masked_median(norms.to(acc), others)
     ratio = torch.where(median > EPS, n0 / median.clamp_min(EPS), nan)  # NaN median (no others): NaN
     u = _unit(x)
     cos_sum = (u[:, :, 0].to(acc) * _masked_sum(u, others)).sum(-1)

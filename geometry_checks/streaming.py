@@ -325,7 +325,7 @@ def _massive(x: torch.Tensor, cm: torch.Tensor, norms: torch.Tensor, inv: torch.
     rest = (norms * norms * others).sum(-1, dtype=acc)
     denom = n0 * n0 + rest
     share = torch.where((n_others > 0) & (denom > 0), n0 * n0 / denom.clamp_min(torch.finfo(acc).tiny), nan)
-    median = torch.nanquantile(torch.where(others, norms.to(acc), float("nan")), 0.5, dim=-1)
+    median = M.masked_median(norms.to(acc), others)
     ratio = torch.where(median > M.EPS, n0 / median.clamp_min(M.EPS), nan)
     u0 = (x[:, :, 0] * inv[:, :, 0, None]).to(acc)  # [P, B, H]
     other_units = big_u - u0 * cm[:, 0].to(acc)[:, None]
