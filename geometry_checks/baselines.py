@@ -63,6 +63,13 @@ TOLERANCES: tuple[tuple[str, float, float], ...] = (
     ("token_norm", 0.0, 2e-7),              # relative 5.7e-8 (CUDA)
     ("pc1_mean_cosine", 5e-7, 0.0),         # 1.4e-7 (CUDA)
     ("delta_coherence", 1e-7, 0.0),         # 3.7e-8
+    # issue 23: the largest deviation on MiniLM or on SmolLM2 (whose massive activations move
+    # these most), CPU sources only (batch, threads, AVX2, SSE4.2; no GPU was at hand)
+    ("massive_dims_norm_share", 5e-7, 0.0),    # 1.4e-7 SmolLM2 (MiniLM 1.4e-8)
+    ("massive_dims_cosine_share", 1e-7, 0.0),  # 3.9e-8 both
+    ("first_position_norm_share", 5e-7, 0.0),  # 2.2e-7 SmolLM2 (MiniLM 1.1e-8)
+    ("first_position_norm_ratio", 0.0, 2e-6),  # relative 1.0e-6 SmolLM2 (MiniLM 1.2e-7); ratios to 153 there
+    ("first_position_cosine", 1e-6, 0.0),      # 3.2e-7 SmolLM2 (MiniLM 1.8e-8)
     ("cls_mean_alignment", 2e-7, 0.0),      # 8.2e-8 (CUDA)
     ("meanpool_drift", 2e-7, 0.0),          # 6.7e-8
     ("fixed_pca_step", 0.0, 5e-7),          # relative 2.2e-7

@@ -16,8 +16,10 @@ backend), one PNG per chart. Conventions, the same on every chart:
   the bands) each quantity has its line style and marker (`quantity_style`). The style
   is decided in one place, the "style" section below.
 
-Two charts are per model, not per depth: the per-dimension correlation histogram and the
-token trajectory (and the open question's chart, drawn by geometry_checks/openquestion.py).
+Three charts are per model: the per-dimension correlation histogram and the token
+trajectory (not per depth), and the massive activations (issue 23: five curves of one
+model, shares and a norm ratio on two panels); and the open question's chart, drawn by
+geometry_checks/openquestion.py.
 
 A chart whose metric was not computed (no pairs, no retrieval items, ...) is not drawn:
 its draw function raises `NotDrawn` with the reason, which the report lists as a note.
@@ -613,6 +615,41 @@ def chart_dense_vs_colbert(ctx: ChartContext, reports: list[ModelReport], omitte
     return fig
 
 
+MASSIVE_LINES = (  # issue 23: (curve, legend text), one quantity (line style) each
+    ("massive_dims_norm_share", "top-{k} dims' share of the squared norm"),
+    ("massive_dims_cosine_share", "top-{k} dims' share of the within-sentence cosine"),
+    ("first_position_norm_share", "first position's share of the squared norm"),
+    ("first_position_cosine", "mean cosine of the first position with the other tokens"),
+)
+
+
+def chart_massive(ctx: ChartContext, r: ModelReport):
+    """Massive activations (issue 23), one model: above, the share of the squared token norm
+    and of the within-sentence cosine that the top K dimensions carry, the first position's
+    share of the squared norm and its mean cosine with the sentence's other tokens, with the
+    uniform share K / H for reference; below (log scale), |h_0| over the median token norm."""
+    m = r.measurement
+    k = m.massive_dims.get("k", 3) if isinstance(getattr(m, "massive_dims", None), dict) else 3
+    top = [Series(_curve(m, name), m.depths, f"{r.label} {text.format(k=k)}", **_q(r, j))
+           for j, (name, text) in enumerate(MASSIVE_LINES)]
+    ratio = [Series(_curve(m, "first_position_norm_ratio"), m.depths,
+                    f"{r.label} |h| of the first position / median |h| of the others", **_q(r, len(MASSIVE_LINES)))]
+    fig = Figure(figsize=(7.6, 8.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, low = fig.subplots(2, 1, height_ratios=[2, 1])
+    hidden = m.provenance.get("hidden_size")
+    if hidden:
+        ax.axhline(k / hidden, color="0.5", linewidth=0.9, linestyle=":", label=f"uniform share K/H = {k}/{hidden}")
+    _lines(ax, top, "share, or mean cosine")
+    _title(ax, f"Massive activations: the top {k} dimensions and the first position", r.label, ctx.sentence_set,
+           None)
+    low.axhline(1.0, color="0.5", linewidth=0.9, linestyle=":", label="first position = a typical token")
+    _lines(low, ratio, "norm ratio (log)")
+    low.set_yscale("log")
+    low.legend(fontsize=7.5, loc="best", frameon=False)  # inside: below a short panel it would cover the x label
+    return fig
+
+
 TOKEN_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:olive")
 
 
@@ -686,6 +723,10 @@ PER_MODEL: tuple[ChartSpec, ...] = (
               "per dimension, Pearson r of the pooled value at depth 0 vs depth L across sentences", overlay=False),
     ChartSpec("token-trajectory", "Token trajectory in fixed depth-0 PCA axes", chart_trajectory,
               "a few tokens of one sentence projected at every depth onto the depth-0 PCA axes", overlay=False),
+    ChartSpec("massive-activations", "Massive activations", chart_massive,
+              "how much of the squared token norm and of the within-sentence cosine the top 3 dimensions carry "
+              "(dotted: the uniform share K/H), the first position's share of the squared norm and its mean cosine "
+              "with the other tokens; below, its norm over the median token norm (log scale)", overlay=False),
 )
 CHARTS: tuple[ChartSpec, ...] = OVERLAY + PER_MODEL
 

@@ -18,7 +18,12 @@ from the states:
 - separability_ratio: B / W of the resampled set from the kept content means (the resampled
   grand mean, then each slot's distance to it);
 - write depth (histogram, late_write_fraction): the argmax over depths of the weighted sums
-  of |pool step| per dimension, accumulated batch by batch.
+  of |pool step| per dimension, accumulated batch by batch;
+- the massive-dimension shares (issue 23): the top-K share of the weighted sums of each
+  sentence's per-dimension energies, and of its per-dimension cosine terms over the
+  resample's eligible sentences, accumulated batch by batch ([R, P, H] each), the K
+  dimensions chosen again in every resample; the first-position metrics are means over
+  sentences.
 
 Intervals are percentile intervals (2.5% and 97.5% of the R replicates, numpy's linear
 interpolation as torch.nanquantile computes it). The same replicates give, for every curve,
@@ -203,7 +208,9 @@ class Stats:
     suffix "@attn" for the blocks' post-attention states (P - 1 depths). `sep` holds the
     separability replicates (`separability`, called while the content means are held).
     The resampler holds the batch-accumulated sums "unit" (and "unit@attn"), "pool_unit"
-    and "steps:<pooling>"."""
+    and "steps:<pooling>", and (issue 23) "energy" and "cosdim" (each sentence's sums of
+    h_i[k]^2 and its cosine terms, metrics.cosine_dim_contributions_per_sentence with 0 for
+    a sentence left out), with first_norm_share, first_norm_ratio, first_cosine in `per`."""
 
     def __init__(self, res: Resampler):
         self.res = res
@@ -308,6 +315,18 @@ def replicates(stats: Stats, poolings=("mean",), classes: bool = False, attn: bo
                     curves[f"{INTRA}_share[{name}]"] = shares[..., k]
 
     cloud("", lambda r: r)
+    if res.has("energy"):  # issue 23: the massive-activation curves
+        from . import metrics as M
+
+        P = per["intra"].shape[0]
+        curves["massive_dims_norm_share"] = M.top_share(res.total("energy", (P, H)), dims=False)[0]
+        # the cosine terms are sums over the resample's eligible sentences: the share is the same
+        # of the sums as of the means, and the threshold applies to the mean (sum / count)
+        eligible = res.weighted((per["n"] >= 2).double())  # [R]: the resample's sentences with pairs
+        curves["massive_dims_cosine_share"] = M.top_share(
+            res.total("cosdim", (P, H)), min_total=M.MASSIVE_MIN_COSINE * eligible[:, None], dims=False)[0]
+        for name in ("norm_share", "norm_ratio", "cosine"):
+            curves[f"first_position_{name}"] = res.nanmean(per[f"first_{name}"])
     if attn:
         cloud("@attn", _with_nan0)
     if classes and res.has("pool_unit"):

@@ -87,6 +87,25 @@ def token_cloud(st: LayerStates) -> tuple[dict, list]:
     return curves, excluded
 
 
+FIRST_POSITION = ("norm_share", "norm_ratio", "cosine")  # first_position_<name>: metrics.first_position_per_sentence
+
+
+def massive_dims_json(share: torch.Tensor, dims: torch.Tensor) -> list:
+    """The K dimension indices of each depth (largest first), None where the share is None."""
+    return [None if math.isnan(v) else d for v, d in zip(share.detach().cpu().double().tolist(), dims.tolist())]
+
+
+def massive_curves(x: torch.Tensor, c: torch.Tensor) -> tuple[dict, dict]:
+    """Issue 23's massive-activation curves of states x [P, S, T, H] and content c [S, T], and
+    the dimensions behind the two shares (Measurement.massive_dims)."""
+    norm_share, norm_dims = M.massive_dims_norm_share(x, c)
+    cos_share, cos_dims = M.massive_dims_cosine_share(x, c)
+    curves = {"massive_dims_norm_share": norm_share, "massive_dims_cosine_share": cos_share,
+              **M.first_position_metrics(x, c)}
+    return curves, {"k": M.MASSIVE_DIMS, "norm": massive_dims_json(norm_share, norm_dims),
+                    "cosine": massive_dims_json(cos_share, cos_dims)}
+
+
 def aligned_word_pairs(words_a: list[str], words_b: list[str]) -> list[tuple[int, int]]:
     """Word positions where two sentences differ one-for-one (difflib `replace` blocks of
     equal length, compared case-insensitively): the words a token_pair_cosine compares."""
@@ -233,6 +252,8 @@ def measure(
     )
     curves, excluded = token_cloud(cloud)
     result.excluded = excluded
+    massive, result.massive_dims = massive_curves(cloud.states, cloud.content)
+    curves.update(massive)
     curves["cls_mean_alignment"] = M.cls_mean_alignment(cloud.states, cloud.attn, cloud.summary)
     drift = M.meanpool_drift(M.mean_pool(cloud.states, cloud.attn))  # [P, S]
     curves["meanpool_drift"] = drift.mean(1)
@@ -298,6 +319,12 @@ def bootstrap_stats(states: LayerStates, cloud: LayerStates, poolings, sublayers
     per["norm_sum"] = M._masked_sum(torch.linalg.vector_norm(M._work(x), dim=-1), c)
     per["pc1"] = M.pc1_mean_cosine_per_sentence(x, c)
     per["delta"] = M.delta_coherence_per_sentence(x, c)
+    # issue 23: each sentence's per-dimension energies and cosine terms (resampled sums), and
+    # its first-position values
+    res.add("energy", slots, M.dim_energy_per_sentence(x, c).transpose(0, 1))
+    res.add("cosdim", slots, M.cosine_dim_contributions_per_sentence(x, c).nan_to_num(0.0).transpose(0, 1))
+    for name, value in M.first_position_per_sentence(x, c).items():
+        per[f"first_{name}"] = value
     pools = M.mean_pool(x, a)
     per["cls_align"] = M.cosine(M.summary_token(x, a, cloud.summary), pools)
     per["drift"] = M.meanpool_drift(pools)

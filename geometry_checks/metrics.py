@@ -645,3 +645,169 @@ def peak_depth(curve: Tensor) -> int:
     if torch.isnan(c).all():
         return -1
     return int(torch.where(torch.isnan(c), torch.full_like(c, float("-inf")), c).argmax())
+
+
+# ------------------------------------------------------- massive activations (issue 23)
+#
+# How much of the token norm, and of the within-sentence cosine, a few dimensions and the
+# first position carry (Sun et al. 2024, "Massive Activations in Large Language Models";
+# Timkey & van Schijndel 2021, "All Bark and No Bite: Rogue Dimensions"). The dimension
+# metrics read the content tokens C_s, as every token-cloud metric; the first-position
+# metrics compare position 0, whatever its token (an encoder's [CLS], Gemma's <bos>,
+# SmolLM2's first word), with the content tokens other than position 0. docs/metrics.md
+# gives the definitions and how to read them.
+
+__all__ += [
+    "MASSIVE_DIMS", "MASSIVE_MIN_COSINE", "cosine_dim_contributions", "cosine_dim_contributions_per_sentence",
+    "dim_energy_per_sentence", "first_position_metrics", "first_position_per_sentence",
+    "masked_median", "massive_dims_cosine_share", "massive_dims_norm_share", "top_share",
+]
+
+MASSIVE_DIMS = 3  # K: both papers find one to a few such dimensions; a uniform share is K / H
+MASSIVE_MIN_COSINE = 0.01  # the cosine share is undefined (NaN) where the cosine it splits is at most this
+
+
+def top_share(contrib: Tensor, k: int = MASSIVE_DIMS, min_total: float | Tensor = 0.0,
+              dims: bool = True) -> tuple[Tensor, Tensor | None]:
+    """The share of the k largest entries in the total, along the last axis: contrib [..., H]
+    -> (share [...], their indices LongTensor [..., k], largest first, the lower index first
+    on ties). The share is NaN where the total is NaN or at most `min_total` (a number, or a
+    tensor broadcasting to the total's shape). dims=False: indices None, and no full sort
+    (the bootstrap's [R, P, H] replicates: the sum of the k largest values does not depend
+    on how ties are ordered).
+
+    >>> share, dims = top_share(torch.tensor([[1.0, 6.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0]]), k=2)
+    >>> share.tolist(), dims.tolist()
+    ([0.8, 0.5], [[1, 3], [0, 1]])
+    """
+    if not 1 <= k <= contrib.shape[-1]:
+        raise ValueError(f"k={k} out of range for H={contrib.shape[-1]}")
+    c = contrib.to(_acc(contrib.device))
+    total = c.sum(-1)
+    if dims:
+        idx = torch.sort(c, dim=-1, descending=True, stable=True).indices[..., :k]
+        top = c.gather(-1, idx).sum(-1)
+    else:
+        idx, top = None, torch.topk(c, k, dim=-1, sorted=False).values.sum(-1)
+    share = top / total
+    ok = torch.isfinite(total) & (total > min_total)
+    return torch.where(ok, share, torch.full_like(share, float("nan"))), idx
+
+
+def dim_energy_per_sentence(states: Tensor, content: Tensor) -> Tensor:
+    """Per sentence and dimension, the sum over its content tokens of h_i[k]^2. [P, S, H]."""
+    mask = _mask(content, states)
+    _checked_counts(mask, states.device)
+    x = _work(states)
+    return _masked_sum(x * x, mask)
+
+
+def massive_dims_norm_share(states: Tensor, content: Tensor, k: int = MASSIVE_DIMS) -> tuple[Tensor, Tensor]:
+    """massive_dims_norm_share: the k dimensions with the largest sum over all content tokens
+    of h_i[k]^2, and their share of the sum of |h_i|^2 (a ratio of sums over the set; at
+    least k / H). Returns (share [P], dims LongTensor [P, k]); NaN where every state is 0.
+
+    >>> x = torch.tensor([[[[3.0, 0.0, 1.0], [3.0, 1.0, 0.0]]]])  # one sentence, two tokens
+    >>> share, dims = massive_dims_norm_share(x, torch.tensor([[True, True]]), k=1)
+    >>> round(share.item(), 4), dims.tolist()
+    (0.9, [[0]])
+    """
+    return top_share(dim_energy_per_sentence(states, content).sum(1), k)
+
+
+def cosine_dim_contributions_per_sentence(states: Tensor, content: Tensor) -> Tensor:
+    """Per sentence, each dimension's term of its mean pair cosine (Timkey & van Schijndel):
+    c_s[k] = mean over ordered pairs i != j in C_s of u_i[k] u_j[k] = (U[k]^2 - Q[k]) /
+    (n (n - 1)), u the unit vectors, U[k] = sum u_i[k], Q[k] = sum u_i[k]^2. Summed over k
+    it is intra_sentence_cosine_per_sentence. [P, S, H], NaN for a sentence with < 2 content
+    tokens (left out, as there)."""
+    mask = _mask(content, states)
+    n = _checked_counts(mask, states.device).to(_acc(states.device))
+    u = _unit(_work(states))
+    big_u = _masked_sum(u, mask)
+    q = _masked_sum(u * u, mask)
+    out = (big_u * big_u - q) / (n * (n - 1)).clamp_min(1)[:, None]
+    return torch.where((n >= 2)[:, None], out, torch.full_like(out, float("nan")))
+
+
+def cosine_dim_contributions(states: Tensor, content: Tensor) -> Tensor:
+    """Each dimension's term of intra_sentence_cosine: the mean over the eligible sentences of
+    c_s[k]; summed over k it is intra_sentence_cosine. [P, H]."""
+    return torch.nanmean(cosine_dim_contributions_per_sentence(states, content), dim=1)
+
+
+def massive_dims_cosine_share(states: Tensor, content: Tensor, k: int = MASSIVE_DIMS) -> tuple[Tensor, Tensor]:
+    """massive_dims_cosine_share: the k dimensions with the largest term of
+    intra_sentence_cosine (cosine_dim_contributions) and their share of it. Returns (share
+    [P], dims LongTensor [P, k]). NaN where intra_sentence_cosine is at most
+    MASSIVE_MIN_COSINE (a share of a cosine near 0 or below is no statement about the
+    cosine) or undefined. Where other dimensions' terms are negative it can exceed 1 (the k
+    dimensions carry more than the whole cosine); it is never below k / H.
+
+    >>> x = torch.tensor([[[[5.0, 1.0, 0.0], [5.0, 0.0, 1.0]]]])
+    >>> share, dims = massive_dims_cosine_share(x, torch.tensor([[True, True]]), k=1)
+    >>> round(share.item(), 6), dims.tolist()
+    (1.0, [[0]])
+    """
+    return top_share(cosine_dim_contributions(states, content), k, MASSIVE_MIN_COSINE)
+
+
+def masked_median(values: Tensor, mask: Tensor) -> Tensor:
+    """The median of values[..., T] over the positions where mask [..., T] (broadcast), as
+    numpy's median: the mean of the two middle values for an even count; NaN where none.
+    By a sort (torch.nanquantile is not on every device).
+
+    >>> masked_median(torch.tensor([[4.0, 1.0, 3.0, 2.0], [5.0, 9.0, 9.0, 9.0]]),
+    ...               torch.tensor([[True, True, True, True], [True, False, False, False]])).tolist()
+    [2.5, 5.0]
+    """
+    m = mask.expand_as(values)
+    ordered = torch.where(m, values, torch.full_like(values, float("inf"))).sort(-1).values
+    count = m.sum(-1, keepdim=True)
+    lo = ordered.gather(-1, ((count - 1) // 2).clamp_min(0)).squeeze(-1)
+    hi = ordered.gather(-1, (count // 2).clamp_max(values.shape[-1] - 1)).squeeze(-1)
+    return torch.where(count.squeeze(-1) > 0, (lo + hi) / 2, torch.full_like(lo, float("nan")))
+
+
+def first_position_per_sentence(states: Tensor, content: Tensor) -> dict[str, Tensor]:
+    """The first position against the sentence's other measured tokens, per sentence. Position
+    0 is the sequence's first position whatever its token; `others` are the content tokens
+    other than position 0. Returns [P, S] each, NaN for a sentence without such a token:
+
+    - `norm_share`: |h_0|^2 / (|h_0|^2 + sum over others of |h_i|^2) (NaN if that is 0);
+    - `norm_ratio`: |h_0| / the median |h_i| over the others (the mean of the two middle
+      values for an even count, as numpy's median; NaN where the median is <= EPS);
+    - `cosine`: the mean over the others of cos(h_0, h_i).
+
+    >>> x = torch.tensor([[[[4.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 3.0]]]])
+    >>> out = first_position_per_sentence(x, torch.tensor([[False, True, True, True]]))
+    >>> [round(out[k].item(), 4) for k in ("norm_share", "norm_ratio", "cosine")]
+    [0.5714, 2.8284, 0.2357]
+    """
+    mask = _mask(content, states)
+    _checked_counts(mask, states.device)
+    acc = _acc(states.device)
+    others = mask.clone()
+    others[:, 0] = False
+    n_others = others.sum(1).to(acc)
+    x = _work(states)
+    norms = torch.linalg.vector_norm(x, dim=-1)  # [P, S, T]
+    n0 = norms[:, :, 0].to(acc)
+    nan = torch.full_like(n0, float("nan"))
+    rest = _masked_sum(norms * norms, others)  # [P, S]
+    denom = n0 * n0 + rest
+    share = torch.where((n_others > 0) & (denom > 0), n0 * n0 / denom.clamp_min(torch.finfo(acc).tiny), nan)
+    median = masked_median(norms.to(acc), others)
+    ratio = torch.where(median > EPS, n0 / median.clamp_min(EPS), nan)  # NaN median (no others): NaN
+    u = _unit(x)
+    cos_sum = (u[:, :, 0].to(acc) * _masked_sum(u, others)).sum(-1)
+    cos = torch.where(n_others > 0, cos_sum / n_others.clamp_min(1), nan)
+    return {"norm_share": share, "norm_ratio": ratio, "cosine": cos}
+
+
+def first_position_metrics(states: Tensor, content: Tensor) -> dict[str, Tensor]:
+    """first_position_norm_share, first_position_norm_ratio and first_position_cosine: the
+    means over sentences (those with a content token besides position 0) of
+    first_position_per_sentence. {name: [P]}."""
+    per = first_position_per_sentence(states, content)
+    return {f"first_position_{k}": torch.nanmean(v, dim=1) for k, v in per.items()}

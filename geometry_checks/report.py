@@ -15,6 +15,8 @@ into one short section. No cell is cut: a cell too long for a table line is move
 to the notes under its table and the cell points there (`(note N)`); findings.json holds
 every cell in full too.
 
+findings.md then has a short "Massive activations" section (issue 23, `massive_markdown`:
+per measured model, each massive-activation curve's maximum over depths with its interval).
 `build_report` (the `report` command) also collects what the charts read (`ModelReport`:
 each measured model's Measurement and its token paths, `token_paths`) and draws them with
 `charts.draw_all`; a chart whose metric was not computed is listed under "Not drawn".
@@ -905,7 +907,7 @@ def _published_only_section(rows: list[dict]) -> list[str]:
 
 
 def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_drawn: list[dict] | None = None,
-                      context: dict | None = None) -> str:
+                      context: dict | None = None, massive: dict | None = None) -> str:
     """findings.md: summary, the matrix, the table of the measured models' checks, the
     published-only rows folded, notes, charts (module docstring)."""
     controls = [r for r in rows if is_control(r)]
@@ -934,6 +936,7 @@ def findings_markdown(rows: list[dict], charts: list[dict] | None = None, not_dr
     notes = _missing_notes(own) + _pooling_notes(own)
     if notes:
         head += ["## Notes", "", *notes, ""]
+    head += massive_markdown(massive or {})
     if charts is not None:
         head += ["## Charts", "",
                  ("Measured on this run's sentence set: solid, or where a chart shows several quantities one "
@@ -1022,7 +1025,7 @@ def _matrix_note_count(rows: list[dict]) -> int:
     return len(matrix_markdown(claims_matrix(rows))[1])
 
 
-def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -> dict:
+def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None, massive=None) -> dict:
     out = {
         "summary": summary_counts([r for r in rows if not is_control(r)]),
         # every row in full; `published_only`: a claim on a model whose weights are not here;
@@ -1039,19 +1042,21 @@ def findings_json(rows: list[dict], charts=None, not_drawn=None, context=None) -
         out["charts"] = charts
     if not_drawn is not None:
         out["not_drawn"] = not_drawn
+    if massive:
+        out["massive_activations"] = massive  # model -> massive_summary
     return out
 
 
 def write_findings(rows: list[dict], path: Path, charts=None, not_drawn=None, context=None,
-                   what: str = "--findings-md") -> None:
+                   what: str = "--findings-md", massive: dict | None = None) -> None:
     """findings.md at `path` and its machine-readable twin findings.json beside it, each
     written atomically and only over a regular file (outputs.write_text)."""
     from .outputs import write_text
 
     path = Path(path)
-    write_text(path, findings_markdown(rows, charts, not_drawn, context), what)
-    write_text(path.with_suffix(".json"), json.dumps(findings_json(rows, charts, not_drawn, context), indent=1),
-               what)
+    write_text(path, findings_markdown(rows, charts, not_drawn, context, massive), what)
+    write_text(path.with_suffix(".json"),
+               json.dumps(findings_json(rows, charts, not_drawn, context, massive), indent=1, allow_nan=False), what)
 
 
 def earlier_report_files(out: str | Path) -> set[str]:
@@ -1069,6 +1074,85 @@ def earlier_report_files(out: str | Path) -> set[str]:
         if isinstance(name, str) and name and "/" not in name and "\\" not in name and not name.startswith("."):
             names.add(name)
     return names
+
+
+# --------------------------------------------------------------------------- massive activations (issue 23)
+
+MASSIVE = (  # curve -> its column in findings.md's "Massive activations" table
+    ("massive_dims_norm_share", "top-K dims' share of the squared norm"),
+    ("massive_dims_cosine_share", "top-K dims' share of the within-sentence cosine"),
+    ("first_position_norm_share", "first position's share of the squared norm"),
+    ("first_position_norm_ratio", "first position's norm / median token norm"),
+    ("first_position_cosine", "cosine of the first position with the other tokens"),
+)
+
+
+def _at(m, name: str, depth: int) -> dict:
+    """The curve's value at `depth` with its 95% bootstrap interval there (None where it has none)."""
+    iv = m.interval(name) if hasattr(m, "interval") else None
+    lo = iv["lo"][depth] if iv else None
+    hi = iv["hi"][depth] if iv else None
+    return {"depth": depth, "value": m.curves[name][depth], "lo": lo, "hi": hi}
+
+
+def massive_summary(m) -> dict | None:
+    """The massive-activation curves of one Measurement in a few numbers: each curve's maximum
+    over depths (the first depth on ties) with its interval, the norm ratio at the last depth,
+    and the K dimensions at the two shares' maxima. None where the curves were not measured."""
+    if "massive_dims_norm_share" not in m.curves:
+        return None
+    dims = m.massive_dims if isinstance(getattr(m, "massive_dims", None), dict) else {}
+    out = {"layers": m.last, "k": dims.get("k"), "hidden": m.provenance.get("hidden_size"), "max": {}, "last": {}}
+    for name, _ in MASSIVE:
+        values = m.curves.get(name) or []
+        finite = [(v, d) for d, v in enumerate(values) if isinstance(v, (int, float))]
+        out["max"][name] = _at(m, name, max(finite, key=lambda t: (t[0], -t[1]))[1]) if finite else None
+        out["last"][name] = _at(m, name, m.last) if values and values[m.last] is not None else None
+    for key, name in (("norm", "massive_dims_norm_share"), ("cosine", "massive_dims_cosine_share")):
+        peak = out["max"][name]
+        listed = dims.get(key) or []
+        if peak is not None and peak["depth"] < len(listed):
+            peak["dims"] = listed[peak["depth"]]
+    return out
+
+
+def _massive_cell(point: dict | None, last: int) -> str:
+    if point is None:
+        return "not computed"
+    value = point["value"]
+    text = f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
+    text += f" at {point['depth']}/{last}"
+    if point.get("lo") is not None and point.get("hi") is not None:
+        lo, hi = point["lo"], point["hi"]
+        text += f" [{lo:.1f}, {hi:.1f}]" if abs(value) >= 10 else f" [{lo:.3f}, {hi:.3f}]"
+    if point.get("dims"):
+        text += f", dims {', '.join(map(str, point['dims']))}"
+    return text
+
+
+def massive_markdown(summaries: dict) -> list[str]:
+    """findings.md's "Massive activations" section: one row per measured model (summaries:
+    model -> massive_summary), each curve's maximum (value at depth/L [95% interval], dims)."""
+    rows = {model: s for model, s in summaries.items() if s}
+    if not rows:
+        return []
+    head = ["model", *(label for _, label in MASSIVE), "norm ratio at the last depth"]
+    intro = ("How much of the squared token norm and of the within-sentence cosine the top K dimensions carry "
+             "(a uniform spread gives K/H), and the first position (whatever its token: [CLS], <bos> or a word) "
+             "against the sentence's other content tokens; docs/metrics.md defines them (Sun et al. 2024; Timkey "
+             "& van Schijndel 2021). Each cell: the curve's maximum over depths, at depth/L, with its 95% "
+             "bootstrap interval and, for the two shares, the K dimensions there.")
+    lines = ["## Massive activations", "", intro, "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, s in rows.items():
+        cells = [_massive_cell(s["max"][name], s["layers"]) for name, _ in MASSIVE]
+        cells.append(_massive_cell(s["last"]["first_position_norm_ratio"], s["layers"]))
+        lines.append("| " + " | ".join([_cell(model), *cells]) + " |")
+    uniform = [f"{model} {s['k']}/{s['hidden']} = {s['k'] / s['hidden']:.4f}" for model, s in rows.items()
+               if s.get("k") and s.get("hidden")]
+    if uniform:
+        lines += ["", "Uniform share K/H: " + "; ".join(uniform) + "."]
+    return [*lines, ""]
 
 
 # --------------------------------------------------------------------------- the report command
@@ -1196,5 +1280,6 @@ def _draw_and_write(CH, reports, sentences, extra, rows, staging: Path) -> dict:
         "measured": ", ".join(f"{r.name} (L={r.measurement.last}, own pooling "
                               f"{r.measurement.provenance.get('pooling', '?')})" for r in reports) or "none",
     }
-    write_findings(rows, staging / "findings.md", charts, not_drawn, context, what="--out")
+    massive = {r.name: massive_summary(r.measurement) for r in reports}  # issue 23
+    write_findings(rows, staging / "findings.md", charts, not_drawn, context, what="--out", massive=massive)
     return {"rows": rows, "charts": charts, "not_drawn": not_drawn}

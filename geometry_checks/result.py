@@ -24,7 +24,10 @@ class Measurement:
     scalars: name -> number. per_dimension / per_sentence: name -> list.
     discriminative_dims: pair -> {dims, curves, half_rise}. proj: metric -> value at
     the projection depth (ColBERT). final: metric -> value at the final norm's output
-    (pre-norm models' stage `final`, beside the depths). by_pooling: pooling -> {curves, scalars, ...} of
+    (pre-norm models' stage `final`, beside the depths). massive_dims: the dimensions behind
+    massive_dims_norm_share and massive_dims_cosine_share, {"k": K, "norm": [...], "cosine": [...]},
+    each a list over depths of the K indices (largest first), None where the share is None
+    (issue 23; not a curve: indices are not numbers to compare or resample). by_pooling: pooling -> {curves, scalars, ...} of
     the pooled metrics under another pooling than mean. not_computed: metric -> why.
     """
 
@@ -39,6 +42,7 @@ class Measurement:
     proj: dict = field(default_factory=dict)
     final: dict = field(default_factory=dict)
     by_pooling: dict = field(default_factory=dict)
+    massive_dims: dict = field(default_factory=dict)
     not_computed: dict = field(default_factory=dict)
     # issue 24: percentile bootstrap intervals over sentences (geometry_checks/intervals.py):
     # curve -> {lo, hi, diff_lo, diff_hi}; scalar -> {lo, hi}; metric -> why it has none
@@ -114,6 +118,12 @@ NEEDS_TWO_TOKENS = {
     "fixed_pca_step": "needs at least 2 content tokens in all",
     "refit_pca_step": "needs at least 2 content tokens in all",
     "teleological_distance": "needs at least 2 content tokens in all",
+    # issue 23 (docs/metrics.md, "Massive activations")
+    "massive_dims_cosine_share": "needs a sentence with at least 2 content tokens and an intra_sentence_cosine "
+                                 "above 0.01 (a share of a cosine near 0 or below is undefined)",
+    "first_position_norm_share": "needs a sentence with a content token besides its first position",
+    "first_position_norm_ratio": "needs a sentence with a content token besides its first position",
+    "first_position_cosine": "needs a sentence with a content token besides its first position",
 }
 TWO_SENTENCES = "needs at least 2 sentences (the file has 1)"
 

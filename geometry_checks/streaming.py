@@ -21,11 +21,15 @@ the whole set. It consumes `capture.iter_batches` one batch at a time and keeps 
   separability@attn, its pair sums), the per-sentence word-class pair sums ``[P, S, 3]``
   (function words from `openquestion.word_class_masks`) and the sums of the mean pools'
   unit vectors (`pair_cosine_all`);
+- for the massive activations (issue 23): the per-dimension sums of h_i[k]^2 and of the
+  sentences' cosine terms ``[P, H]``, and the first position's three values ``[P, S]``
+  (`_massive`: one more batched product per batch, of the squared states);
 - for the bootstrap intervals (issue 24, `intervals.py`): the per-sentence token-norm
   sums and |unit-vector sum|^2 ``[P, S]`` (and the pools' |unit|^2 with sublayers), and,
   through one `intervals.Resampler` (1,000 seeded resamples as counts ``[1000, S]``), the
   resampled sums of each sentence's unit-vector sum, |pool step| per dimension (per
-  pooling) and, with sublayers, pool unit vector: ``[1000, P, H]`` each, float64, added
+  pooling), per-dimension squared activations and cosine terms (issue 23) and, with
+  sublayers, pool unit vector: ``[1000, P, H]`` each, float64, added
   batch by batch (no per-sentence ``[P, S, H]`` of them is kept); separability's resamples
   are taken from the kept content means before they are released.
 
@@ -182,7 +186,7 @@ def _batch_gram(x: torch.Tensor) -> torch.Tensor:
 
 def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Tensor,
                      pc1_delta: bool = True, function: torch.Tensor | None = None,
-                     scratch: C.Scratch | None = None) -> dict | None:
+                     scratch: C.Scratch | None = None, massive: bool = False) -> dict | None:
     """Every per-sentence reduction the streaming path keeps, for one batch, in few passes.
 
     states float32 [P, B, T, H]; content, attn bool [B, T]. Returns (float64 unless noted):
@@ -197,7 +201,9 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
     (content, function) word pairs, from the same unit vectors (content words' sums are
     all content tokens' minus the function words'). None if an attended state is NaN or
     inf (the caller raises the InputError). scratch: where the two state-sized temporaries
-    (centred tokens, depth steps) go (capture.Scratch), instead of new tensors.
+    (centred tokens, depth steps) go (capture.Scratch), instead of new tensors. With
+    massive, also issue 23's reductions (`_massive`): `energy` and `cos_terms` [P, B, H],
+    `first_norm_share`, `first_norm_ratio`, `first_cosine` [P, B].
 
     The same quantities as metrics.py, computed differently, to about 1e-7: the masked sums
     over tokens are batched matrix products (float32 accumulation over one sentence's
@@ -276,6 +282,8 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
         out["class_pairs"] = torch.stack([n_c * (n_c - 1) // 2, n_f * (n_f - 1) // 2, n_c * n_f], -1)
         out["n_function"] = n_f
     out["intra"] = _pair_mean(out["unit_sums"], self_dots, nf)
+    if massive:
+        out.update(_massive(x, cm, norms, inv, out["unit_sums"], nf, temp("centred", x.shape)))
     if pc1_delta:
         steps = torch.sub(x[1:], x[:-1], out=temp("steps", (x.shape[0] - 1, *x.shape[1:])))
         step_norms = torch.linalg.vector_norm(steps, dim=-1)
@@ -287,6 +295,43 @@ def batch_reductions(states: torch.Tensor, content: torch.Tensor, attn: torch.Te
         delta = _pair_mean(step_sums, step_sq, nf)
         out["delta"] = torch.cat([torch.full_like(delta[:1], float("nan")), delta])
     return out
+
+
+def _massive(x: torch.Tensor, cm: torch.Tensor, norms: torch.Tensor, inv: torch.Tensor, unit_sums: torch.Tensor,
+             nf: torch.Tensor, buf: torch.Tensor) -> dict:
+    """Issue 23's per-sentence reductions of one batch (x float32 [P, B, T, H], cm [B, T], the
+    tokens' norms and 1 / norms [P, B, T], the content unit-vector sums [P, B, H], |C_s| [B]):
+
+    - `energy` = metrics.dim_energy_per_sentence and, from the same squares, the sums of
+      u_i[k]^2 that give `cos_terms` = metrics.cosine_dim_contributions_per_sentence (both
+      [P, B, H]: one batched product of the squared states, written into `buf`, a scratch
+      buffer of x's shape whose earlier contents are no longer needed);
+    - `first_norm_share`, `first_norm_ratio`, `first_cosine` = metrics.first_position_per_sentence
+      [P, B], from the norms and the unit-vector sums (the others' sum is the content sum less
+      position 0's own unit vector where position 0 is a content token)."""
+    acc = nf.dtype
+    sq = torch.mul(x, x, out=buf)
+    cw = cm.to(x.dtype)
+    w = torch.stack([cw.expand_as(norms), cw * inv * inv], 2)  # [P, B, 2, T]
+    sums = torch.matmul(w, sq).to(acc)  # [P, B, 2, H]
+    big_u = unit_sums
+    terms = (big_u * big_u - sums[:, :, 1]) / (nf * (nf - 1)).clamp_min(1)[:, None]
+    terms = torch.where((nf >= 2)[:, None], terms, torch.full_like(terms, float("nan")))
+    others = cm.clone()
+    others[:, 0] = False
+    n_others = others.sum(1).to(acc)
+    n0 = norms[:, :, 0].to(acc)
+    nan = torch.full_like(n0, float("nan"))
+    rest = (norms * norms * others).sum(-1, dtype=acc)
+    denom = n0 * n0 + rest
+    share = torch.where((n_others > 0) & (denom > 0), n0 * n0 / denom.clamp_min(torch.finfo(acc).tiny), nan)
+    median = M.masked_median(norms.to(acc), others)
+    ratio = torch.where(median > M.EPS, n0 / median.clamp_min(M.EPS), nan)
+    u0 = (x[:, :, 0] * inv[:, :, 0, None]).to(acc)  # [P, B, H]
+    other_units = big_u - u0 * cm[:, 0].to(acc)[:, None]
+    cos = torch.where(n_others > 0, (u0 * other_units).sum(-1) / n_others.clamp_min(1), nan)
+    return {"energy": sums[:, :, 0], "cos_terms": terms, "first_norm_share": share, "first_norm_ratio": ratio,
+            "first_cosine": cos}
 
 
 PC1_RESIDUAL = 1e-9  # |G v - l1 v| above this times l1: the eigenvector is recomputed (see _top_eigenvector)
@@ -614,6 +659,10 @@ class _Cloud:
             self.cls_align = torch.zeros((P, S), dtype=f64, device=device)
             self.drift = torch.zeros((P, S), dtype=f64, device=device)
             self.dims = {p: _DimStats(P, H, device, f64, res, f"steps:{p}") for p in poolings}
+        if pools:  # issue 23: the massive-activation sums and first-position values (depths only)
+            self.energy = torch.zeros((P, H), dtype=f64, device=device)
+            self.cos_terms = torch.zeros((P, H), dtype=f64, device=device)
+            self.first = {k: torch.full((P, S), nan, dtype=f64, device=device) for k in MS.FIRST_POSITION}
         self.classes = classes
         if classes:  # the open question's word classes (openquestion.open_question_curves)
             self.class_sums = torch.zeros((P, S, 3), dtype=f64, device=device)
@@ -631,7 +680,8 @@ class _Cloud:
 
         Returns False, adding nothing, if a state at an attended position is NaN or inf (then
         the mean pool is not finite: float64 sums of float32 values cannot overflow)."""
-        red = batch_reductions(x, content, attn, pc1_delta, function if self.classes else None, self.scratch)
+        red = batch_reductions(x, content, attn, pc1_delta, function if self.classes else None, self.scratch,
+                               massive=self.with_pools)
         if red is None:
             return False
         pool, n, unit_sums = red["pool"], red["n"], red["unit_sums"]
@@ -651,6 +701,14 @@ class _Cloud:
             self.pc1[:, slots] = red["pc1"]
             self.delta[:, slots] = red["delta"]
         if self.with_pools:
+            terms = red["cos_terms"].nan_to_num(0.0)  # a sentence left out adds 0 (it is not counted)
+            self.energy += red["energy"].sum(1)
+            self.cos_terms += terms.sum(1)
+            for k in MS.FIRST_POSITION:
+                self.first[k][:, slots] = red[f"first_{k}"]
+            if self.res is not None:
+                self.res.add("energy", slots, red["energy"].transpose(0, 1))
+                self.res.add("cosdim", slots, terms.transpose(0, 1))
             pool_norm = torch.linalg.vector_norm(pool, dim=-1)
             cls = M.summary_token(x, attn, self.summary)
             self.cls_align[:, slots] = _cosine(cls, pool, torch.linalg.vector_norm(cls, dim=-1), pool_norm)
@@ -967,6 +1025,7 @@ def _bootstrap_stats(stats: IV.Stats, cloud: _Cloud, mid: _Cloud | None) -> None
     stats.hidden = cloud.unit_sum.shape[-1]
     per.update(n=cloud.n, intra=cloud.intra, within=cloud.within, unit_sq=cloud.unit_sq, norm_sum=cloud.norm_sums,
                pc1=cloud.pc1, delta=cloud.delta, cls_align=cloud.cls_align, drift=cloud.drift)
+    per.update({f"first_{k}": v for k, v in cloud.first.items()})
     if cloud.classes:
         per.update(class_sums=cloud.class_sums, class_pairs=cloud.class_pairs, pool_unit_sq=cloud.pool_unit_sqs)
     if mid is not None:
@@ -1076,6 +1135,19 @@ def _stage_metrics(stage: _Cloud) -> dict:
     }.items()}
 
 
+def _massive_curves(cloud: _Cloud, result: Measurement) -> dict:
+    """Issue 23's curves from the kept sums (= measure.massive_curves); the dimensions behind
+    the two shares go into result.massive_dims."""
+    norm_share, norm_dims = M.top_share(cloud.energy)
+    eligible = (cloud.n >= 2).sum().to(cloud.cos_terms.dtype)
+    cos_share, cos_dims = M.top_share(cloud.cos_terms / eligible, min_total=M.MASSIVE_MIN_COSINE)
+    result.massive_dims = {"k": M.MASSIVE_DIMS, "norm": MS.massive_dims_json(norm_share, norm_dims),
+                           "cosine": MS.massive_dims_json(cos_share, cos_dims)}
+    curves = {"massive_dims_norm_share": norm_share, "massive_dims_cosine_share": cos_share}
+    curves.update({f"first_position_{k}": torch.nanmean(v, 1) for k, v in cloud.first.items()})
+    return curves
+
+
 def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sample, kept,
             prov: dict, final: _Cloud | None = None) -> Measurement:
     mini = _mini_states(kept, prov)
@@ -1101,6 +1173,7 @@ def _finish(sentences, poolings, cloud: _Cloud, proj: _Cloud | None, sample: _Sa
         "pc1_mean_cosine": torch.nanmean(cloud.pc1, 1),
         "delta_coherence": torch.nanmean(cloud.delta, 1),
     }
+    curves.update(_massive_curves(cloud, result))
     cloud.means = None  # the largest per-sentence store, no longer needed
     curves["cls_mean_alignment"] = cloud.cls_align.mean(1)
     drift = cloud.drift

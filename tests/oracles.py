@@ -409,3 +409,84 @@ def pair_cosine_all(pools):
         values = [cos(pools[d, s], pools[d, t]) for s in range(s_) for t in range(s + 1, s_)]
         out.append(sum(values) / len(values) if values else NAN)
     return np.array(out)
+
+
+# ------------------------------------------------- massive activations (issue 23)
+
+
+def top_share(contrib, k, min_total=0.0):
+    """(share of the k largest entries in their sum, their indices largest first, the lower
+    index first on ties); (NaN, None) where the sum is NaN or at most min_total."""
+    contrib = [float(v) for v in contrib]
+    total = sum(contrib)
+    if math.isnan(total) or total <= min_total:
+        return NAN, None
+    order = sorted(range(len(contrib)), key=lambda i: (-contrib[i], i))[:k]
+    return sum(contrib[i] for i in order) / total, order
+
+
+def massive_dims_norm_share(states, content, k):
+    """Per depth: sum over all content tokens of h[j]^2 per dimension j; the top k's share."""
+    states, p_, s_, _ = _shape(states)
+    out = []
+    for d in range(p_):
+        energy = [0.0] * states.shape[3]
+        for s in range(s_):
+            for tok in tokens_of(states, content, d, s):
+                for j, v in enumerate(tok):
+                    energy[j] += float(v) * float(v)
+        out.append(top_share(energy, k))
+    return out
+
+
+def cosine_dim_contributions(states, content):
+    """Per depth and dimension j: mean over sentences with >= 2 content tokens of the mean
+    over ordered pairs i != l of u_i[j] u_l[j] (u the unit vectors); NaN if no such sentence."""
+    states, p_, s_, _ = _shape(states)
+    h = states.shape[3]
+    out = []
+    for d in range(p_):
+        per_dim = [[] for _ in range(h)]
+        for s in range(s_):
+            toks = tokens_of(states, content, d, s)
+            if len(toks) < 2:
+                continue
+            units = []
+            for tok in toks:
+                n = math.sqrt(float(np.dot(tok, tok)))
+                units.append(tok / n if n > EPS else np.zeros(h))
+            for j in range(h):
+                terms = [units[a][j] * units[b][j] for a in range(len(units)) for b in range(len(units)) if a != b]
+                per_dim[j].append(sum(terms) / len(terms))
+        out.append([mean_or_nan(v) for v in per_dim])
+    return out
+
+
+def massive_dims_cosine_share(states, content, k, min_total):
+    return [top_share(c, k, min_total) for c in cosine_dim_contributions(states, content)]
+
+
+def first_position_per_sentence(states, content):
+    """{norm_share, norm_ratio, cosine}: [P][S] lists; position 0 against the content tokens
+    other than position 0 (NaN without such a token)."""
+    states, p_, s_, t_ = _shape(states)
+    out = {"norm_share": [], "norm_ratio": [], "cosine": []}
+    for d in range(p_):
+        rows = {key: [] for key in out}
+        for s in range(s_):
+            first = states[d, s, 0]
+            others = [states[d, s, t] for t in range(1, t_) if content[s][t]]
+            if not others:
+                for values in rows.values():
+                    values.append(NAN)
+                continue
+            n0 = math.sqrt(float(np.dot(first, first)))
+            norms = [math.sqrt(float(np.dot(v, v))) for v in others]
+            denom = n0 * n0 + sum(v * v for v in norms)
+            rows["norm_share"].append(n0 * n0 / denom if denom > 0 else NAN)
+            median = float(np.median(norms))
+            rows["norm_ratio"].append(n0 / median if median > EPS else NAN)
+            rows["cosine"].append(sum(cos(first, v) for v in others) / len(others))
+        for key, values in rows.items():
+            out[key].append(values)
+    return out

@@ -9,6 +9,8 @@ sentence file written here, with and without --sublayers) must agree to 1e-4 (ME
 asks 1e-3). With --sublayers the post-attention curves (`<metric>@attn`) are checked too,
 against the output of each block's attention sublayer read with the reference's own hook
 (BERT: `attention.output`, MPNet: `attention`, whose first output is LN(attn + input)).
+Issue 23's massive-activation curves are recomputed the same way, per sentence, from the
+same states (`test_massive_activation_metrics`).
 Only the model's directory comes from the suite (`loader.resolve`, which for mpnet joins
 and verifies the part packages).
 """
@@ -221,6 +223,57 @@ def test_token_cloud_metrics(reference, measured):
     close(c["pc1_mean_cosine"], pc1)
     close(c["delta_coherence"], coh)
     assert [e["sentence"] for e in measured["excluded"]] == []  # "Tall pines" has 2 content tokens
+
+
+def _top_share(contrib, k=3, min_total=0.0):
+    """(share of the k largest in the sum, their indices largest first, lower index on ties)."""
+    total = float(np.sum(contrib))
+    order = np.argsort(-np.asarray(contrib), kind="stable")[:k]
+    return (float(np.sum(np.asarray(contrib)[order]) / total) if total > min_total else np.nan), order.tolist()
+
+
+def test_massive_activation_metrics(reference, measured):
+    """Issue 23: the massive-dimension shares (of the summed squared activations and of the
+    per-dimension terms of the within-sentence cosine, over content tokens) and the first
+    position (whatever its token) against the sentence's other content tokens."""
+    states, _ = reference
+    sents = SET["sentences"]
+    P = states[sents[0]]["content"].shape[0]
+    norm, cosine, share, ratio, first_cos, norm_dims = ([] for _ in range(6))
+    for d in range(P):
+        energy = sum((states[s]["content"][d] ** 2).sum(0) for s in sents)
+        value, dims = _top_share(energy)
+        norm.append(value)
+        norm_dims.append((dims, energy))
+        terms = []
+        for s in sents:
+            x = states[s]["content"][d]
+            if len(x) < 2:
+                continue
+            u = x / np.linalg.norm(x, axis=1, keepdims=True)
+            terms.append(np.mean([u[i] * u[j] for i, j in itertools.permutations(range(len(u)), 2)], axis=0))
+        cosine.append(_top_share(np.mean(terms, axis=0), min_total=0.01)[0])
+        per = []
+        for s in sents:
+            st = states[s]
+            others = [st["all"][d, t] for t in range(1, len(st["special"])) if not st["special"][t]]
+            h0 = st["all"][d, 0]
+            n0, norms = np.linalg.norm(h0), [np.linalg.norm(h) for h in others]
+            per.append((n0**2 / (n0**2 + sum(n * n for n in norms)), n0 / np.median(norms),
+                        np.mean([cos(h0, h) for h in others])))
+        share.append(np.mean([p[0] for p in per]))
+        ratio.append(np.mean([p[1] for p in per]))
+        first_cos.append(np.mean([p[2] for p in per]))
+    c = measured["curves"]
+    close(c["massive_dims_norm_share"], norm)
+    close(c["massive_dims_cosine_share"], cosine)
+    close(c["first_position_norm_share"], share)
+    close(c["first_position_norm_ratio"], ratio, **SCALED)
+    close(c["first_position_cosine"], first_cos)
+    for d, (dims, energy) in enumerate(norm_dims):
+        top = np.sort(energy)[::-1][:4]
+        if np.all(np.diff(top) < -1e-4 * top[0]):  # no near tie among the top four: the same order
+            assert measured["massive_dims"]["norm"][d] == dims, d
 
 
 def test_pooled_metrics(model, reference, measured):

@@ -911,3 +911,53 @@ def test_the_same_weights_get_the_same_expected_failures_named_or_as_a_directory
     assert column["identity"] == "mpnet" and column["column"].endswith("(= mpnet)")
     late = next(r for r in matrix["rows"] if r["claim"] == "dense-late-writes")
     assert late["holds"]["of"] == 1  # the same weights twice count once
+
+
+def _massive_measurement(name: str = "sinky") -> Measurement:
+    """A fabricated 5-depth Measurement with issue 23's five curves, their intervals and dims."""
+    curves = {"massive_dims_norm_share": [0.05, 0.4, 0.99, 0.98, 0.6],
+              "massive_dims_cosine_share": [0.2, None, 0.93, 0.9, 0.7],
+              "first_position_norm_share": [0.05, 0.1, 1.0, 0.99, 0.8],
+              "first_position_norm_ratio": [0.9, 1.1, 151.0, 120.0, 7.0],
+              "first_position_cosine": [0.1, 0.3, 0.5, 0.4, 0.3]}
+    intervals = {k: {"lo": [None if v is None else v * 0.9 for v in c], "hi": [None if v is None else v * 1.1 for v in c]}
+                 for k, c in curves.items()}
+    dims = {"k": 3, "norm": [[1, 2, 3], [4, 5, 6], [507, 247, 14], [507, 247, 14], [507, 17, 247]],
+            "cosine": [[1, 2, 3], None, [507, 247, 308], [507, 247, 308], [17, 507, 308]]}
+    return Measurement(model=name, sentence_set="core", depths=5, curves=curves, intervals=intervals,
+                       massive_dims=dims, provenance={"pooling": "mean", "hidden_size": 576})
+
+
+def test_massive_activations_section_names_each_curves_maximum_with_its_interval_and_dims(tmp_path):
+    """Issue 23: findings.md's "Massive activations" section and findings.json's twin; a model
+    without the curves (an older Measurement) has no row."""
+    summaries = {"sinky": R.massive_summary(_massive_measurement()), "old": R.massive_summary(_small_measurement())}
+    assert summaries["old"] is None
+    s = summaries["sinky"]
+    assert s["max"]["massive_dims_norm_share"] == {"depth": 2, "value": 0.99, "lo": pytest.approx(0.891),
+                                                   "hi": pytest.approx(1.089), "dims": [507, 247, 14]}
+    assert s["max"]["massive_dims_cosine_share"]["dims"] == [507, 247, 308]
+    assert s["last"]["first_position_norm_ratio"]["value"] == 7.0
+    R.write_findings([], tmp_path / "findings.md", massive=summaries)
+    md = (tmp_path / "findings.md").read_text()
+    section = md[md.index("## Massive activations"):]
+    row = next(line for line in section.splitlines() if line.startswith("| sinky"))
+    assert "0.990 at 2/4 [0.891, 1.089], dims 507, 247, 14" in row and "151.0 at 2/4 [135.9, 166.1]" in row
+    assert "| old" not in section and "3/576 = 0.0052" in section
+    assert json.loads((tmp_path / "findings.json").read_text())["massive_activations"]["sinky"]["max"][
+        "first_position_norm_ratio"]["value"] == 151.0
+
+
+def test_massive_activations_chart_draws_five_curves_in_the_models_colour(tmp_path):
+    m = _massive_measurement()
+    fig = CH.chart_massive(CH.ChartContext.load("core"), CH.ModelReport("sinky", m))
+    top, low = fig.axes[:2]
+    assert "sinky" in top.get_title() and "'core'" in top.get_title()
+    measured = [line for ax in (top, low) for line in ax.get_lines() if line.get_label().startswith("sinky")]
+    assert len(measured) == 5 and {line.get_color() for line in measured} == {CH.model_color("sinky")}
+    assert len({(line.get_linestyle(), line.get_marker()) for line in measured}) == 5  # one style per quantity
+    assert low.get_yscale() == "log"
+    uniform = [line for line in top.get_lines() if line.get_label().startswith("uniform share")]
+    assert uniform and list(uniform[0].get_ydata()) == pytest.approx([3 / 576] * 2)
+    with pytest.raises(CH.NotDrawn, match="massive_dims_norm_share not computed"):
+        CH.chart_massive(CH.ChartContext.load("core"), CH.ModelReport("small", _small_measurement()))

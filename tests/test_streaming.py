@@ -7,8 +7,8 @@
   seeded sample), with cls pooling, with a projection head, with the open question's
   sublayer and word-class curves (`sublayers=True`), and on states already captured
   (`measure_states`, what Lab.measure runs when it holds them);
-- each fast per-batch reduction (word-class pair sums included) equals its metrics.py
-  function on random states with zero vectors, single-token sentences, excluded markers
+- each fast per-batch reduction (word-class pair sums and issue 23's massive-activation
+  reductions included) equals its metrics.py function on random states with zero vectors, single-token sentences, excluded markers
   and NaN padding;
 - bad input stays a one-line InputError (no content token, NaN states) and the
   excluded-sentence warning still comes.
@@ -113,7 +113,10 @@ def test_generated_set_streaming_equals_in_memory(minilm, generated):
     # issue 24: every curve and scalar has an interval or a reason for having none
     assert {"intra_sentence_cosine", "cross_sentence_cosine", "sentence_signal", "separability_ratio", "token_norm",
             "pc1_mean_cosine", "delta_coherence", "cls_mean_alignment", "meanpool_drift",
-            "write_depth_histogram"} <= set(streamed["intervals"])
+            "write_depth_histogram", "massive_dims_norm_share", "massive_dims_cosine_share",
+            "first_position_norm_share", "first_position_norm_ratio", "first_position_cosine"} <= set(streamed["intervals"])
+    # issue 23: the dimensions behind the shares (compared exactly by assert_same): K per depth
+    assert all(len(dims) == 3 for dims in streamed["massive_dims"]["norm"])
     assert set(streamed["curves"]) == set(streamed["intervals"]) | (
         set(streamed["curves"]) & set(streamed["interval_not_computed"]))
     assert set(streamed["scalars"]) <= set(streamed["scalar_intervals"]) | set(streamed["interval_not_computed"])
@@ -257,6 +260,31 @@ def test_batch_reductions_equal_metrics():
     assert torch.allclose(red["unit_sums"].sum(1), total, atol=1e-6)
     assert torch.allclose((red["unit_sums"] ** 2).sum((1, 2)), sq, atol=1e-5)
     assert red["pc1"][:, 2].isnan().all() and red["intra"][:, 2].isnan().all()  # one content token
+
+
+@pytest.mark.parametrize("first_is_content", [False, True], ids=["first-special", "first-content"])
+def test_batch_massive_reductions_equal_metrics(first_is_content):
+    """Issue 23's per-batch reductions against metrics.py: the per-dimension energies and
+    cosine terms, and the first position against the other content tokens, with position 0
+    a special token (an encoder's CLS) or a content token (SmolLM2's first word), a sentence
+    whose only content token is position 0 (NaN in the first-position values), zero vectors
+    and NaN padding."""
+    states, content, attn = _random_batch(5)
+    if first_is_content:
+        content[:, 0] = True
+        content[2] = False
+        content[2, 0] = True  # only position 0: no other token to compare with
+    states[:, 3, 0] = 0.0  # a zero first position
+    red = ST.batch_reductions(states, content, attn, massive=True)
+    expected = {"energy": M.dim_energy_per_sentence(states, content),
+                "cos_terms": M.cosine_dim_contributions_per_sentence(states, content),
+                **{f"first_{k}": v for k, v in M.first_position_per_sentence(states, content).items()}}
+    for name, want in expected.items():
+        got = red[name]
+        assert got.shape == want.shape and torch.equal(got.isnan(), want.isnan()), name
+        assert torch.allclose(got.nan_to_num(), want.nan_to_num(), atol=1e-6, rtol=1e-6), name
+    assert red["first_norm_ratio"][:, 2].isnan().all() == first_is_content
+    assert torch.allclose(red["cos_terms"].sum(-1), red["intra"], atol=1e-6, equal_nan=True)
 
 
 def test_batch_class_sums_equal_metrics():
