@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from . import fetch
-from .capture import LoadedModel, _model_text, texts_of, verify_depths
+from .capture import LoadedModel, _model_text, text_word_ids, texts_of, verify_depths
 from .errors import InputError, first_line
 from .fetch import DTYPE_KW, weights_sha256
 from .registry import ALL_MODELS, ARCHITECTURES, MODELS, ModelSpec, read_pooling, read_st_pipeline
@@ -545,17 +545,22 @@ def _cut(loaded: LoadedModel, text: str, role: str) -> str | None:
             break
         if probe is text:
             return None
-    words, offsets = enc.word_ids(), enc["offset_mapping"]
-    specials = n - sum(w is not None for w in words)
+    offsets, own = enc["offset_mapping"], enc.word_ids()
+    specials = n - sum(w is not None for w in own)
+    # word ends from the text (capture.text_word_ids): Gemma 3's tokenizer gives a whole text
+    # one word id, so its own ids would leave no whole word to cut after
+    words = text_word_ids(own, offsets, _model_text(loaded.spec, probe, role))
     keep = limit - specials  # content tokens that fit
     end = 0
     for i in range(n):
-        w = words[i]
-        if w is None:
+        if own[i] is None:
             continue
         if keep <= 0:
             break
         keep -= 1
+        w = words[i]
+        if w is None:  # a whitespace-only token
+            continue
         nxt = next((words[j] for j in range(i + 1, n) if words[j] is not None), None)
         if nxt != w:  # the last token of word w: a whole word fits
             end = offsets[i][1] - shift

@@ -11,7 +11,8 @@ This module runs them (docs/open-question.md has the method and its limits):
   `capture(..., sublayers=True)`, gives the curves `<metric>@attn` (entry d = block d's
   `mid`, null at depth 0). Across block d the change of a metric splits exactly into an
   attention step (out[d-1] -> mid[d]) and a feed-forward step (mid[d] -> out[d]).
-- word classes: content tokens whose word (as the tokenizer split it, lowercased) is in
+- word classes: content tokens whose word (split from the text, `capture.text_word_ids`;
+  lowercased) is in
   scikit-learn's ENGLISH_STOP_WORDS are function words, every other content token a
   content word; sub-tokens take their word's class. Curves
   `intra_sentence_cosine[content]`, `[function]` and `[content-function]` (pairs across
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 
 from . import metrics as M
-from .capture import LayerStates
+from .capture import LayerStates, word_spans
 
 
 def _english_stop_words() -> frozenset[str]:
@@ -88,24 +89,11 @@ def word_class_masks(states: LayerStates) -> tuple[torch.Tensor, torch.Tensor]:
     lowercased) is in ENGLISH_STOP_WORDS; a content token without a word id counts as a
     content word. Special tokens are in neither mask.
     """
-    # = LayerStates.words(n) per text, in one pass over its tokens (the streaming engine
-    # calls this for every batch): a word's span runs from its first token's start to its
-    # last token's end
     rows: list[int] = []
     cols: list[int] = []
     for n, (ids, offsets, text) in enumerate(zip(states.word_ids, states.offsets, states.model_texts)):
-        spans: dict[int, list] = {}
-        for t, (wid, (start, end)) in enumerate(zip(ids, offsets)):
-            if wid is None:
-                continue
-            span = spans.get(wid)
-            if span is None:
-                spans[wid] = [start, end, [t]]
-            else:
-                span[0], span[1] = min(span[0], start), max(span[1], end)
-                span[2].append(t)
-        for start, end, tokens in spans.values():
-            if text[start:end].lower() in STOP_WORDS:
+        for start, end, tokens in word_spans(ids, offsets, text):  # = LayerStates.words(n)
+            if tokens and text[start:end].lower() in STOP_WORDS:
                 rows += [n] * len(tokens)
                 cols += tokens
     function = torch.zeros(states.content.shape, dtype=torch.bool)
