@@ -341,6 +341,18 @@ def _attractor_text(a: dict) -> str:
     )
 
 
+def _layout_note(measurement) -> str:
+    """How the two steps relate to the sublayers, by the block layout. A model with a final
+    norm (the provenance's `final_norm`: registry.ARCHITECTURES gives one to every pre-norm
+    layout and to none of the post-norm ones) keeps its residual stream un-normalised between
+    blocks, so `mid` and `out` are sums and each step adds exactly one sublayer's write."""
+    provenance = getattr(measurement, "provenance", None) or {}
+    if provenance.get("final_norm"):
+        return ("pre-norm blocks: mid = out[d-1] + attention write, out[d] = mid + feed-forward write (the raw "
+                "residual stream), so each step is one sublayer's write, though its effect on a cosine is not additive")
+    return "post-LayerNorm sublayers are not additive contributions"
+
+
 def open_question_row(measurement) -> dict | None:
     """The findings row `open-question` of one measurement, or None if it lacks the curves.
 
@@ -377,7 +389,7 @@ def open_question_row(measurement) -> dict | None:
     else:
         notes.append("a dip counts when its drop and its recovery both exceed their paired 95% bootstrap "
                      "intervals over sentences; the sublayer and class splits carry no interval")
-    notes.append("post-LayerNorm sublayers are not additive contributions; the stop-word list decides the classes")
+    notes.append(_layout_note(measurement) + "; the stop-word list decides the classes")
     intervals = [f"d={dip['depth']}: drop [{_f(dip['drop_interval'][0])}, {_f(dip['drop_interval'][1])}]"
                  for dip in a["dips"] + a["uncertain_dips"] if dip.get("drop_interval")]
     return {
