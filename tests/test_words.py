@@ -91,3 +91,35 @@ def test_bert_tokenizers_keep_their_own_word_ids(tokenizer):
             assert ids == enc.word_ids(), text
         assert all(w and w == w.strip() for w in words), text
         assert " ".join(words).replace(" ", "") == text.replace(" ", ""), text
+
+
+@pytest.mark.parametrize("name", [pytest.param("smollm2", marks=pytest.mark.smollm2),
+                                  pytest.param("gemma3", marks=pytest.mark.gemma3)])
+def test_converted_tokenizer_equals_autotokenizer(name):
+    """loader reads a GGUF-converted directory's tokenizer.json with the generic Rust-backed
+    class instead of AutoTokenizer's model class (GemmaTokenizer rebuilds it from the parsed
+    JSON, seconds of every load): the same ids, offsets, word ids, special tokens and
+    padding side, on core.json and on text with double spaces, an emoji and special-token text."""
+    from transformers import AutoTokenizer
+
+    ref = loader.resolve(name)
+    if not ref.is_dir:
+        pytest.skip(loader.how_to_supply(ref.spec))
+    fast, own = loader._converted_tokenizer(ref), AutoTokenizer.from_pretrained(ref.location)
+    assert fast is not None and fast.is_fast
+    assert fast.all_special_ids == own.all_special_ids and fast.padding_side == own.padding_side
+    assert (fast.bos_token_id, fast.eos_token_id, fast.pad_token_id) == (own.bos_token_id, own.eos_token_id,
+                                                                         own.pad_token_id)
+    core = json.loads(DEFAULT_SENTENCES.read_text())
+    texts = [*core["sentences"], *(r["query"] for r in core["retrieval"]),
+             "It wasn't  the dog's fault, e.g. \"no\"! \U0001F600 <bos> <pad>"]
+    for kw in ({}, {"padding": True, "truncation": True, "max_length": 12}):
+        a = fast(texts, return_offsets_mapping=True, return_special_tokens_mask=True, **kw)
+        b = own(texts, return_offsets_mapping=True, return_special_tokens_mask=True, **kw)
+        assert {k: a[k] for k in b} == dict(b)
+        assert [a.word_ids(i) for i in range(len(texts))] == [b.word_ids(i) for i in range(len(texts))]
+
+
+def test_other_directories_keep_autotokenizer():
+    """MiniLM's bundled directory is no GGUF conversion: AutoTokenizer loads it as before."""
+    assert loader._converted_tokenizer(loader.resolve("minilm")) is None
