@@ -390,6 +390,12 @@ def open_question_row(measurement) -> dict | None:
         notes.append("a dip counts when its drop and its recovery both exceed their paired 95% bootstrap "
                      "intervals over sentences; the sublayer and class splits carry no interval")
     notes.append(_layout_note(measurement) + "; the stop-word list decides the classes")
+    if (getattr(measurement, "provenance", None) or {}).get("causal"):
+        # a causal model's first position sees only itself: the same state in every sentence that
+        # starts with the same token, and in SmolLM2 and Gemma 3 a sink with massive norms that
+        # makes the mean pools alike (docs/open-question.md, benchmarks/first_position.py)
+        notes.append("causal model: the first position, the same in every sentence that starts alike, is in "
+                     "every mean pool and so in pair_cosine_all (an attention sink can make it the peak)")
     intervals = [f"d={dip['depth']}: drop [{_f(dip['drop_interval'][0])}, {_f(dip['drop_interval'][1])}]"
                  for dip in a["dips"] + a["uncertain_dips"] if dip.get("drop_interval")]
     return {

@@ -178,9 +178,11 @@ def test_row_names_the_block_layout_of_its_steps():
     its steps are the sublayers' writes; a post-norm model's are re-normalised states."""
     m = _measurement([0.1, 0.3, 0.2, 0.5], [None, 0.4, 0.35, 0.6])
     assert "post-LayerNorm sublayers are not additive" in OQ.open_question_row(m)["notes"]
-    m.provenance = {"final_norm": "norm"}
+    assert "causal model" not in OQ.open_question_row(m)["notes"]
+    m.provenance = {"final_norm": "norm", "causal": True}
     notes = OQ.open_question_row(m)["notes"]
     assert "pre-norm blocks: mid = out[d-1] + attention write" in notes and "post-LayerNorm" not in notes
+    assert "causal model: the first position" in notes
 
 
 def test_row_and_chart_need_the_curves(tmp_path):
