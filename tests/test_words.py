@@ -123,3 +123,20 @@ def test_converted_tokenizer_equals_autotokenizer(name):
 def test_other_directories_keep_autotokenizer():
     """MiniLM's bundled directory is no GGUF conversion: AutoTokenizer loads it as before."""
     assert loader._converted_tokenizer(loader.resolve("minilm")) is None
+
+
+@pytest.mark.gemma3
+def test_a_long_gemma3_text_is_cut_after_a_whole_word():
+    """loader's cut to the token limit finds word ends with the same split: with Gemma 3's own
+    word ids (one per text) no whole word ever fit, and every long text was rejected."""
+    from types import SimpleNamespace
+
+    ref = loader.resolve("gemma3")
+    if not ref.is_dir:
+        pytest.skip(loader.how_to_supply(ref.spec))
+    tok = loader._converted_tokenizer(ref)
+    loaded = SimpleNamespace(spec=ref.spec, tokenizer=tok, max_tokens=8)
+    text = "The central bank raised interest rates again this morning"
+    cut = loader._cut(loaded, text, "doc")
+    assert cut is not None and text.startswith(cut) and text[len(cut)] == " "
+    assert len(tok(cut)["input_ids"]) <= 8 and len(cut.split()) >= 4
