@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -108,7 +109,8 @@ class LayerStates:
     - `attn`      bool [N, T]: attention mask (the positions T_s, specials included).
     - `content`   bool [N, T]: content tokens C_s (attention minus special and marker tokens).
     - `input_ids` long [N, T]; `tokens[n]` the token strings of text n (unpadded);
-      `word_ids[n]` the word index of each token (None for specials); `offsets[n]` char spans.
+      `word_ids[n]` the word index of each token, split from the text (`text_word_ids`; None
+      for specials and whitespace-only tokens); `offsets[n]` char spans in `model_texts[n]`.
     - `sublayers` name -> float32 [P, N, T, H], NaN at depth 0; `attn` = post-attention
       state `mid` of block d (filled only when captured with sublayers=True).
     - `proj`      float32 [N, T, Hp] or None: the projection head's output (ColBERT `proj`).
@@ -173,15 +175,80 @@ class LayerStates:
         )
 
     def words(self, n: int) -> list[str]:
-        """The words of text n, indexed by word id (as the tokenizer split them)."""
-        spans: dict[int, list[int]] = {}
-        for wid, (start, end) in zip(self.word_ids[n], self.offsets[n]):
-            if wid is None:
-                continue
-            span = spans.setdefault(wid, [start, end])
-            span[0], span[1] = min(span[0], start), max(span[1], end)
+        """The words of text n, indexed by word id (`text_word_ids`: split from the text)."""
         text = self.model_texts[n]
-        return [text[spans[w][0] : spans[w][1]] if w in spans else "" for w in range(max(spans, default=-1) + 1)]
+        return [text[start:end] for start, end, _ in word_spans(self.word_ids[n], self.offsets[n], text)]
+
+
+# --------------------------------------------------------------------------- words
+
+
+def is_punctuation(ch: str) -> bool:
+    """A punctuation character as BERT's basic tokenizer counts one (each is a word of its
+    own there): Unicode category P*, or an ASCII character that is neither a letter, a digit,
+    a space nor a control character (so `$`, `+`, `^` and `` ` `` count too)."""
+    if unicodedata.category(ch).startswith("P"):
+        return True
+    code = ord(ch)
+    return 33 <= code <= 47 or 58 <= code <= 64 or 91 <= code <= 96 or 123 <= code <= 126
+
+
+def text_word_ids(tokenizer_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]],
+                  text: str) -> list[int | None]:
+    """The word id of each token of `text`, split from the text itself (issue 23: the
+    tokenizer's own word ids put the space before a word into it for byte-level BPE, as
+    SmolLM2's ` rose`, and are one id for a whole text with Gemma 3's tokenizer).
+
+    A token starts a new word where the tokenizer's word id changes, where whitespace lies
+    between it and the previous word's last character, or where a punctuation character
+    (`is_punctuation`) is the last character before it or its own first one: BERT's basic
+    tokenizer makes every punctuation character a word, so `e.g.` is `e . g .` here as
+    there. A word never splits a token: a token holding letters and punctuation (SmolLM2's
+    `'t`, Gemma 3's `"!`) is one word. Tokens without a tokenizer word id (special tokens)
+    and tokens that are only whitespace (Gemma 3's `▁▁`) belong to no word (None). Ids
+    count up from 0 in token order. For a tokenizer that already splits at whitespace and
+    punctuation (BERT's, MPNet's) the ids are its own, unchanged.
+    """
+    out: list[int | None] = []
+    word, prev_id, last = -1, None, 0  # last: just past the previous word token's last non-space character
+    for wid, (start, end) in zip(tokenizer_ids, offsets):
+        piece = text[start:end]
+        core = piece.strip()
+        if wid is None or not core:
+            out.append(None)
+            continue
+        first = start + (len(piece) - len(piece.lstrip()))
+        # a byte-level token can share its character with the previous one (one character
+        # split over two byte tokens): never a boundary
+        between = None if word >= 0 and first < last else text[last:first]
+        if word < 0 or wid != prev_id or (between is not None and (
+                any(ch.isspace() for ch in between) or is_punctuation(text[last - 1]) or is_punctuation(core[0]))):
+            word += 1
+        out.append(word)
+        prev_id, last = wid, max(last, first + len(core))
+    return out
+    return out
+
+
+def word_spans(word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]],
+               text: str) -> list[tuple[int, int, list[int]]]:
+    """For each word id 0..W-1 (of `text_word_ids`): (start, end, token positions), the
+    span from its first token's first to its last token's last non-whitespace character
+    (so a word's text, `text[start:end]`, has no surrounding whitespace); (0, 0, []) for an
+    id no token has."""
+    spans: dict[int, list] = {}
+    for t, (wid, (start, end)) in enumerate(zip(word_ids, offsets)):
+        if wid is None:
+            continue
+        piece = text[start:end]
+        lo, hi = start + (len(piece) - len(piece.lstrip())), start + len(piece.rstrip())
+        span = spans.get(wid)
+        if span is None:
+            spans[wid] = [lo, hi, [t]]
+        else:
+            span[0], span[1] = min(span[0], lo), max(span[1], hi)
+            span[2].append(t)
+    return [tuple(spans[w]) if w in spans else (0, 0, []) for w in range(max(spans, default=-1) + 1)]
 
 
 def texts_of(sentences: SentenceSet) -> list[tuple[str, str]]:
@@ -338,10 +405,11 @@ class _RowLists(Sequence):
     of a few kept texts only, and building all of them (with the offsets the tokenizer
     returns only on request) cost about as much as the tokenizer call itself. `enc` is the
     batch's BatchEncoding (a fast tokenizer's: its `encodings` hold every row's tokens,
-    word ids and offsets), `lens` each row's token count."""
+    word ids and offsets), `lens` each row's token count, `texts` the rows' model texts
+    (word ids are split from them: `text_word_ids`)."""
 
-    def __init__(self, enc, lens: list[int], kind: str) -> None:
-        self._enc, self._lens, self._kind = enc, lens, kind
+    def __init__(self, enc, lens: list[int], kind: str, texts: Sequence[str] = ()) -> None:
+        self._enc, self._lens, self._kind, self._texts = enc, lens, kind, texts
         self._rows: list = [None] * len(lens)
 
     def __len__(self) -> int:
@@ -352,8 +420,12 @@ class _RowLists(Sequence):
             return [self[i] for i in range(*b.indices(len(self)))]
         if self._rows[b] is None:
             row, n = self._enc.encodings[b], self._lens[b]
-            self._rows[b] = (row.tokens[:n] if self._kind == "tokens" else row.word_ids[:n]
-                             if self._kind == "word_ids" else [tuple(o) for o in row.offsets[:n]])
+            if self._kind == "tokens":
+                self._rows[b] = row.tokens[:n]
+            elif self._kind == "word_ids":  # split from the text (text_word_ids), not the tokenizer's own
+                self._rows[b] = text_word_ids(row.word_ids[:n], row.offsets[:n], self._texts[b])
+            else:
+                self._rows[b] = [tuple(o) for o in row.offsets[:n]]
         return self._rows[b]
 
     def __eq__(self, other) -> bool:
@@ -424,7 +496,7 @@ def iter_batches(
             content=content.to(loaded.device),
             input_ids=enc["input_ids"].to(loaded.device),
             tokens=_RowLists(enc, lens, "tokens"),  # made per row when read
-            word_ids=_RowLists(enc, lens, "word_ids"),
+            word_ids=_RowLists(enc, lens, "word_ids", [model_texts[i] for i in rows]),
             offsets=_RowLists(enc, lens, "offsets"),
             sublayers={} if mid is None else {"attn": mid.float()},
             proj=None if proj is None else proj.float(),

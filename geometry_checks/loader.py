@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from . import fetch
-from .capture import LoadedModel, _model_text, texts_of, verify_depths
+from .capture import LoadedModel, _model_text, text_word_ids, texts_of, verify_depths
 from .errors import InputError, first_line
 from .fetch import DTYPE_KW, weights_sha256
 from .registry import (ALL_MODELS, ARCHITECTURES, MODELS, ModelSpec, control_spec, parse_control, read_pooling,
@@ -286,7 +286,7 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            tokenizer = AutoTokenizer.from_pretrained(ref.location, **kwargs)
+            tokenizer = _converted_tokenizer(ref) or AutoTokenizer.from_pretrained(ref.location, **kwargs)
             if untrained:  # issue 23: the control's weights come from its seed, not from a file
                 model, init = _untrained_model(ref.location, spec, DTYPES[dtype], model_kwargs, kwargs)
             elif model_kwargs:
@@ -598,6 +598,43 @@ def _checkpoint_tensors(directory: Path, names: tuple[str, ...]) -> dict[str, to
     return {}
 
 
+def _converted_tokenizer(ref: ModelRef):
+    """The tokenizer of a directory the suite converted from a GGUF (fetch.SOURCE_RECORD says
+    `kind: gguf`), read straight from its tokenizer.json by the Rust library, or None for any
+    other directory (AutoTokenizer then loads it as before).
+
+    The conversion wrote tokenizer.json with transformers' save_pretrained from the GGUF's own
+    tokenizer, so the file holds the whole tokenizer (normalizer, pre-tokenizer, BPE, the
+    <bos> post-processor, added tokens). AutoTokenizer reads it through a model class
+    (GemmaTokenizer) whose constructor rebuilds the tokenizer from the vocabulary and merges:
+    it parses the 33 MB JSON in Python three times and copies 6,384 added tokens, about 3 s of
+    Gemma 3's cached load (1.2 s of SmolLM2's); the generic backend class reads the file in
+    0.1 to 1.4 s of CPU (docs/performance.md). The special tokens come from tokenizer_config.json.
+    tests/test_words.py holds the two to the same ids, offsets, word ids and special tokens."""
+    if not ref.is_dir:
+        return None
+    root = Path(ref.location)
+    try:
+        source = json.loads((root / fetch.SOURCE_RECORD).read_text(encoding="utf-8"))
+        config = json.loads((root / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(source, dict) or source.get("kind") != "gguf" or not (root / "tokenizer.json").is_file() \
+            or not isinstance(config, dict) or config.get("backend", "tokenizers") != "tokenizers":
+        return None
+    import transformers
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    named = {k: v for k, v in config.items() if isinstance(v, str) and k.endswith("_token")}
+    if isinstance(config.get("model_max_length"), int):
+        named["model_max_length"] = config["model_max_length"]
+    # the padding side the model's own class would have (GemmaTokenizer: left), which the
+    # provenance records as the tokenizer's own (load pads right whatever it is)
+    own_class = getattr(transformers, str(config.get("tokenizer_class", "")), None)
+    named["padding_side"] = getattr(own_class, "padding_side", "right")
+    return TokenizersBackend(tokenizer_file=str(root / "tokenizer.json"), name_or_path=str(root), **named)
+
+
 # --------------------------------------------------------------------------- long input
 
 CHARS_PER_TOKEN_PROBE = 40  # a text is first tokenized up to limit x this many characters
@@ -623,17 +660,22 @@ def _cut(loaded: LoadedModel, text: str, role: str) -> str | None:
             break
         if probe is text:
             return None
-    words, offsets = enc.word_ids(), enc["offset_mapping"]
-    specials = n - sum(w is not None for w in words)
+    offsets, own = enc["offset_mapping"], enc.word_ids()
+    specials = n - sum(w is not None for w in own)
+    # word ends from the text (capture.text_word_ids): Gemma 3's tokenizer gives a whole text
+    # one word id, so its own ids would leave no whole word to cut after
+    words = text_word_ids(own, offsets, _model_text(loaded.spec, probe, role))
     keep = limit - specials  # content tokens that fit
     end = 0
     for i in range(n):
-        w = words[i]
-        if w is None:
+        if own[i] is None:
             continue
         if keep <= 0:
             break
         keep -= 1
+        w = words[i]
+        if w is None:  # a whitespace-only token
+            continue
         nxt = next((words[j] for j in range(i + 1, n) if words[j] is not None), None)
         if nxt != w:  # the last token of word w: a whole word fits
             end = offsets[i][1] - shift

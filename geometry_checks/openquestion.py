@@ -11,7 +11,8 @@ This module runs them (docs/open-question.md has the method and its limits):
   `capture(..., sublayers=True)`, gives the curves `<metric>@attn` (entry d = block d's
   `mid`, null at depth 0). Across block d the change of a metric splits exactly into an
   attention step (out[d-1] -> mid[d]) and a feed-forward step (mid[d] -> out[d]).
-- word classes: content tokens whose word (as the tokenizer split it, lowercased) is in
+- word classes: content tokens whose word (split from the text, `capture.text_word_ids`;
+  lowercased) is in
   scikit-learn's ENGLISH_STOP_WORDS are function words, every other content token a
   content word; sub-tokens take their word's class. Curves
   `intra_sentence_cosine[content]`, `[function]` and `[content-function]` (pairs across
@@ -35,7 +36,7 @@ from pathlib import Path
 import torch
 
 from . import metrics as M
-from .capture import LayerStates
+from .capture import LayerStates, word_spans
 
 
 def _english_stop_words() -> frozenset[str]:
@@ -88,24 +89,11 @@ def word_class_masks(states: LayerStates) -> tuple[torch.Tensor, torch.Tensor]:
     lowercased) is in ENGLISH_STOP_WORDS; a content token without a word id counts as a
     content word. Special tokens are in neither mask.
     """
-    # = LayerStates.words(n) per text, in one pass over its tokens (the streaming engine
-    # calls this for every batch): a word's span runs from its first token's start to its
-    # last token's end
     rows: list[int] = []
     cols: list[int] = []
     for n, (ids, offsets, text) in enumerate(zip(states.word_ids, states.offsets, states.model_texts)):
-        spans: dict[int, list] = {}
-        for t, (wid, (start, end)) in enumerate(zip(ids, offsets)):
-            if wid is None:
-                continue
-            span = spans.get(wid)
-            if span is None:
-                spans[wid] = [start, end, [t]]
-            else:
-                span[0], span[1] = min(span[0], start), max(span[1], end)
-                span[2].append(t)
-        for start, end, tokens in spans.values():
-            if text[start:end].lower() in STOP_WORDS:
+        for start, end, tokens in word_spans(ids, offsets, text):  # = LayerStates.words(n)
+            if tokens and text[start:end].lower() in STOP_WORDS:
                 rows += [n] * len(tokens)
                 cols += tokens
     function = torch.zeros(states.content.shape, dtype=torch.bool)
@@ -353,6 +341,18 @@ def _attractor_text(a: dict) -> str:
     )
 
 
+def _layout_note(measurement) -> str:
+    """How the two steps relate to the sublayers, by the block layout. A model with a final
+    norm (the provenance's `final_norm`: registry.ARCHITECTURES gives one to every pre-norm
+    layout and to none of the post-norm ones) keeps its residual stream un-normalised between
+    blocks, so `mid` and `out` are sums and each step adds exactly one sublayer's write."""
+    provenance = getattr(measurement, "provenance", None) or {}
+    if provenance.get("final_norm"):
+        return ("pre-norm blocks: mid = out[d-1] + attention write, out[d] = mid + feed-forward write (the raw "
+                "residual stream), so each step is one sublayer's write, though its effect on a cosine is not additive")
+    return "post-LayerNorm sublayers are not additive contributions"
+
+
 def open_question_row(measurement) -> dict | None:
     """The findings row `open-question` of one measurement, or None if it lacks the curves.
 
@@ -389,7 +389,13 @@ def open_question_row(measurement) -> dict | None:
     else:
         notes.append("a dip counts when its drop and its recovery both exceed their paired 95% bootstrap "
                      "intervals over sentences; the sublayer and class splits carry no interval")
-    notes.append("post-LayerNorm sublayers are not additive contributions; the stop-word list decides the classes")
+    notes.append(_layout_note(measurement) + "; the stop-word list decides the classes")
+    if (getattr(measurement, "provenance", None) or {}).get("causal"):
+        # a causal model's first position sees only itself: the same state in every sentence that
+        # starts with the same token, and in SmolLM2 and Gemma 3 a sink with massive norms that
+        # makes the mean pools alike (docs/open-question.md, benchmarks/first_position.py)
+        notes.append("causal model: the first position, the same in every sentence that starts alike, is in "
+                     "every mean pool and so in pair_cosine_all (an attention sink can make it the peak)")
     intervals = [f"d={dip['depth']}: drop [{_f(dip['drop_interval'][0])}, {_f(dip['drop_interval'][1])}]"
                  for dip in a["dips"] + a["uncertain_dips"] if dip.get("drop_interval")]
     return {

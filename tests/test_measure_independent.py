@@ -306,25 +306,10 @@ def test_pooled_metrics(model, reference, measured):
         close(c[f"recall_at_k[{kind},{k}]"], expected)
 
 
-# The suite's words (capture.LayerStates.words) are the tokenizer's word ids. A byte-level BPE
-# (SmolLM2) puts the space before a word into it (" rose"), and Gemma 3's tokenizer gives the
-# whole text one word id, so `token_pair_cosine[flip,rose,fell]` is not measured on them (smollm2
-# names its pairs " surged"/" plunged"; gemma3 compares whole sentences). Strict: the check
-# passes, and so fails here, once the words are split from the text itself.
-WORDS_FROM_TOKENIZER = pytest.mark.xfail(
-    reason="capture.LayerStates.words uses the tokenizer's word ids: a leading space in smollm2's words, one "
-           "word per text in gemma3's, so token_pair_cosine[flip,rose,fell] is not measured", strict=True,
-    raises=KeyError)
-
-
-@pytest.fixture
-def word_pairs_measured(request, model):
-    if model in CAUSAL:
-        request.applymarker(WORDS_FROM_TOKENIZER)
-
-
-def test_token_pair_cosine(model, reference, measured, word_pairs_measured):
-    """The flip pair's first tokens of `rose` and `fell` (the first token covering each word)."""
+def test_token_pair_cosine(model, reference, measured):
+    """The flip pair's first tokens of `rose` and `fell` (the first token covering each word): on
+    every model, the LMs included, whose tokenizers' own word ids (SmolLM2: ` rose`; Gemma 3: one
+    word per text) the suite no longer uses (capture.text_word_ids)."""
     states, _ = reference
     c = measured["curves"]
     ra, rb = states["Prices rose sharply today"], states["Prices fell sharply today"]

@@ -173,6 +173,18 @@ def test_row_splits_a_dip_into_attention_and_feed_forward_steps():
     assert "[content] -0.200" in row["measured"]
 
 
+def test_row_names_the_block_layout_of_its_steps():
+    """A pre-norm model (one with a final norm) keeps the raw residual stream in mid and out, so
+    its steps are the sublayers' writes; a post-norm model's are re-normalised states."""
+    m = _measurement([0.1, 0.3, 0.2, 0.5], [None, 0.4, 0.35, 0.6])
+    assert "post-LayerNorm sublayers are not additive" in OQ.open_question_row(m)["notes"]
+    assert "causal model" not in OQ.open_question_row(m)["notes"]
+    m.provenance = {"final_norm": "norm", "causal": True}
+    notes = OQ.open_question_row(m)["notes"]
+    assert "pre-norm blocks: mid = out[d-1] + attention write" in notes and "post-LayerNorm" not in notes
+    assert "causal model: the first position" in notes
+
+
 def test_row_and_chart_need_the_curves(tmp_path):
     m = Measurement(model="x", sentence_set="s", depths=3, curves={OQ.INTRA: [0.1, 0.2, 0.3]})
     assert OQ.open_question_row(m) is None
@@ -422,3 +434,51 @@ def test_open_question_runs_on_the_mxbai_standin(request, tmp_path_factory):
     row = OQ.open_question_row(m)
     assert row["model"] == "mxbai" and row["verdict"] in ("answered", "dip within noise", "no dip")
     assert OQ.plot_open_question(m, tmp_path_factory.mktemp("oq-png") / "oq.png")
+
+
+# --------------------------------------------------------------------------- the decoder LMs
+
+
+@pytest.fixture(scope="module", params=[pytest.param("smollm2", marks=pytest.mark.smollm2),
+                                        pytest.param("gemma3", marks=pytest.mark.gemma3)])
+def lm_captured(request, lab):
+    ref = loader.resolve(request.param)
+    if not ref.is_dir:
+        pytest.skip(loader.how_to_supply(ref.spec))
+    return request.param, C.capture(lab.model(request.param), TEXTS, sublayers=True)
+
+
+def test_decoder_word_classes_come_from_the_text(lm_captured):
+    """SmolLM2 (byte-level BPE, no <bos>): its first position is a content token and a word
+    like any other; Gemma 3 (one tokenizer word id per text, a <bos>): its words are split
+    from the text, and <bos> is in neither class. Every word is a stop word or not by its
+    text alone, without the space before it."""
+    name, st = lm_captured
+    cw, fw = OQ.word_class_masks(st)
+    n = st.index("It wasn't what they had expected, but the hippopotamus stayed anyway.")
+    words = st.words(n)
+    assert words[:2] == ["It", "wasn"] and "hippopotamus" in words and words[-2:] == ["anyway", "."]
+    by_word = {}
+    for t, w in enumerate(st.word_ids[n]):
+        if w is not None:
+            by_word.setdefault(words[w], set()).add("f" if fw[n, t] else "c" if cw[n, t] else "-")
+    assert by_word["It"] == by_word["what"] == by_word["had"] == by_word["anyway"] == by_word["the"] == {"f"}
+    assert by_word["expected"] == by_word["hippopotamus"] == by_word[","] == {"c"}
+    first_is_special = name == "gemma3"
+    assert bool(st.content[n, 0]) is not first_is_special  # <bos> out, SmolLM2's first word in
+    assert bool(fw[n, 0] or cw[n, 0]) is not first_is_special
+    assert int(fw.sum()) + int(cw.sum()) == int(st.content.sum())
+
+
+def test_decoder_open_question_row_reads_the_pre_norm_split(lm_captured):
+    name, st = lm_captured
+    with pytest.warns(UserWarning, match="'Hi'"):
+        m = measure(st, TEXTS, sublayers=True)
+    row = OQ.open_question_row(m)
+    assert row["model"] == name and "pre-norm blocks" in row["notes"]
+    a = OQ.answer(m)
+    layers = {"smollm2": 30, "gemma3": 18}[name]
+    assert a["layers"] == layers and math.isnan(a["mid"][0])  # no block before depth 0
+    for d in range(1, layers + 1):  # the two steps add up to the block's change
+        attn, ffn = a["mid"][d] - a["intra"][d - 1], a["intra"][d] - a["mid"][d]
+        assert attn + ffn == pytest.approx(a["intra"][d] - a["intra"][d - 1])
