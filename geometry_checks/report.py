@@ -615,9 +615,7 @@ def published_figure(cid: str) -> str:
 def _column(name: str, facts: dict) -> str:
     from .charts import slug
 
-    from .registry import MODELS
-
-    from .registry import OBJECTIVES
+    from .registry import MODELS, OBJECTIVES
 
     if facts.get("kind") == "control":  # `minilm@init`, or a directory's slug + `@init`
         base = facts.get("base", name.removesuffix("@init"))
