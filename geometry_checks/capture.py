@@ -227,7 +227,6 @@ def text_word_ids(tokenizer_ids: Sequence[int | None], offsets: Sequence[tuple[i
         out.append(word)
         prev_id, last = wid, max(last, first + len(core))
     return out
-    return out
 
 
 def word_spans(word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]],

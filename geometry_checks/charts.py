@@ -630,10 +630,20 @@ def chart_massive(ctx: ChartContext, r: ModelReport):
     uniform share K / H for reference; below (log scale), |h_0| over the median token norm."""
     m = r.measurement
     k = m.massive_dims.get("k", 3) if isinstance(getattr(m, "massive_dims", None), dict) else 3
-    top = [Series(_curve(m, name), m.depths, f"{r.label} {text.format(k=k)}", **_q(r, j))
-           for j, (name, text) in enumerate(MASSIVE_LINES)]
-    ratio = [Series(_curve(m, "first_position_norm_ratio"), m.depths,
-                    f"{r.label} |h| of the first position / median |h| of the others", **_q(r, len(MASSIVE_LINES)))]
+    top, missing = [], []
+    for j, (name, text) in enumerate(MASSIVE_LINES):
+        try:  # a curve null at every depth (the cosine share where every cosine is <= 0.01) drops alone
+            top.append(Series(_curve(m, name), m.depths, f"{r.label} {text.format(k=k)}", **_q(r, j)))
+        except NotDrawn as exc:
+            missing.append(str(exc))
+    if not top:
+        raise NotDrawn("; ".join(missing))
+    try:
+        ratio = [Series(_curve(m, "first_position_norm_ratio"), m.depths,
+                        f"{r.label} |h| of the first position / median |h| of the others",
+                        **_q(r, len(MASSIVE_LINES)))]
+    except NotDrawn as exc:  # no sentence has a token besides position 0: the lower panel says so
+        ratio, missing = [], [*missing, str(exc)]
     fig = Figure(figsize=(7.6, 8.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax, low = fig.subplots(2, 1, height_ratios=[2, 1])
@@ -644,8 +654,11 @@ def chart_massive(ctx: ChartContext, r: ModelReport):
     _title(ax, f"Massive activations: the top {k} dimensions and the first position", r.label, ctx.sentence_set,
            None)
     low.axhline(1.0, color="0.5", linewidth=0.9, linestyle=":", label="first position = a typical token")
-    _lines(low, ratio, "norm ratio (log)")
-    low.set_yscale("log")
+    if ratio:
+        _lines(low, ratio, "norm ratio (log)")
+        low.set_yscale("log")
+    if missing:  # what is left out, on the chart itself
+        low.text(0.01, 0.02, "not drawn: " + "; ".join(missing), transform=low.transAxes, fontsize=7, va="bottom")
     low.legend(fontsize=7.5, loc="best", frameon=False)  # inside: below a short panel it would cover the x label
     return fig
 

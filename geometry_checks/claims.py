@@ -685,7 +685,12 @@ def fixed_form_shown(covered: int, last: int) -> bool:
     return covered < last / 2
 
 
-def _forms(claim: Claim, model: str, fixed: tuple[str, bool], relative: tuple[str, bool],
+def _form_word(held: bool | None) -> str:
+    """A form's outcome word: None is a form without a verdict (its figure is undefined)."""
+    return "inconclusive" if held is None else "holds" if held else "does not hold"
+
+
+def _forms(claim: Claim, model: str, fixed: tuple[str, bool | None], relative: tuple[str, bool],
            measured: str, expected: str, failure: str, bounds: Bounds | None = None,
            shown: bool = True) -> Verdict:
     """A verdict that reports both forms of a depth-counting claim; the relative form decides
@@ -698,7 +703,7 @@ def _forms(claim: Claim, model: str, fixed: tuple[str, bool], relative: tuple[st
         detail = f"its 95% interval is not all {bounds.side}"
     return Verdict(
         claim.id, model, ok, measured, expected, _tol(claim.tolerance), detail,
-        fixed_form=f"{fixed[0]} ({'holds' if fixed[1] else 'does not hold'})" if shown else "",
+        fixed_form=f"{fixed[0]} ({_form_word(fixed[1])})" if shown else "",
         relative_form=f"{relative[0]} ({'holds' if relative[1] else 'does not hold'})",
         outcome=outcome, interval=bounds.text() if bounds is not None else "",
     )
@@ -839,15 +844,15 @@ def check_dense_late_separability(m: Measurement, claim: Claim, model: str) -> V
     if iv is not None:  # the paired gains sep[L] - sep[L-n] and sep[L] - sep[0], as a box
         glo, ghi = iv["diff_lo"][0][m.last], iv["diff_hi"][0][m.last]
         qlo, qhi = _ratio_bounds(iv["diff_lo"][m.last - n][m.last], iv["diff_hi"][m.last - n][m.last], glo, ghi)
-        if glo is not None and ghi is not None and glo <= 0 < ghi:
-            # a share of a gain that may be 0 is unbounded (smollm2: 0.272 -> 0.279, a share of
-            # 3077%): no part of the gain is "most" of it for sure, so no verdict, and the fixed
-            # form, which has no interval, does not hold
+        if glo is not None and ghi is not None and glo <= 0:
+            # a share of a gain that may be 0 (or is not surely above it) is unbounded (smollm2:
+            # 0.272 -> 0.279, a share of 3077%): no part of the gain is "most" of it for sure, so
+            # no verdict in either form
             unsure = f"the gain from depth 0, {_fmt(total)}, has the 95% interval [{_fmt(glo)}, {_fmt(ghi)}], holding 0"
     bounds = Bounds(f"the last {n} blocks' share", qlo, qhi, lambda q: q > need, f"> {need}",
                     unsure or (_reason(m, "separability_ratio") if iv is None
                                else "the gain from 0 is not surely positive"), unbounded=bool(unsure))
-    fixed = (f"last {k} blocks: {fix:.0%} of a gain not surely above 0", False) if unsure else \
+    fixed = (f"last {k} blocks: {fix:.0%} of a gain not surely above 0", None) if unsure else \
         (f"last {k} blocks: {fix:.0%}", fix > need)
     return _forms(claim, model, fixed,
                   (f"last {n} of {m.last} blocks: {rel:.0%}", rel > need),

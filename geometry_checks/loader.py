@@ -132,8 +132,9 @@ def resolve(model: str, model_paths: dict[str, str] | None = None) -> ModelRef:
     usual (its config.json and tokenizer are needed, its weights are not read), the spec
     made a control (registry.control_spec); `load` then draws the weights from SEED."""
     model_paths = model_paths or {}
-    control = parse_control(model) if model not in model_paths else None
-    if control is not None and not Path(model).expanduser().exists():
+    # an existing directory whose name looks like a control (`ckpt@init:final`) is that directory
+    control = None if model in model_paths or Path(model).expanduser().exists() else parse_control(model)
+    if control is not None:
         base, seed = control
         path = Path(base).expanduser()
         if base not in ALL_MODELS and base not in model_paths and path.is_dir():  # a directory: no weights needed
@@ -419,7 +420,7 @@ def _untrained_model(location: str, spec: ModelSpec, dtype: torch.dtype, overrid
             raise InputError(f"{spec.name}: {location}: the initialisation left {name} "
                              f"{'unset' if tensor.is_meta else 'non-finite'}")
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy())  # no copy
     return model, {"seed": spec.init_seed, "initialisation": f"transformers {type(model).__name__} from_config",
                    "initializer_range": getattr(config, "initializer_range", None),
                    "parameters_sha256": digest.hexdigest()}
@@ -623,7 +624,11 @@ def _converted_tokenizer(ref: ModelRef):
             or not isinstance(config, dict) or config.get("backend", "tokenizers") != "tokenizers":
         return None
     import transformers
-    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    try:  # transformers 5's generic Rust-backed class; 4.x (pyproject allows >= 4.48) has none:
+        # AutoTokenizer then loads the directory as before, only slower
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
 
     named = {k: v for k, v in config.items() if isinstance(v, str) and k.endswith("_token")}
     if isinstance(config.get("model_max_length"), int):

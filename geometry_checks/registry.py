@@ -494,9 +494,9 @@ def parse_control(model: str) -> tuple[str, int] | None:
     seed = hit["seed"]
     if seed is None:
         return hit["base"], 0
-    if not seed.isdigit() or not seed.isascii():
+    if not seed.isdigit() or not seed.isascii() or int(seed) >= 2 ** 63:  # torch.manual_seed's range
         raise InputError(f"{model!r}: an untrained control is BASE@init:SEED with SEED a non-negative integer "
-                         f"(e.g. {hit['base']}@init:1), not {seed!r}")
+                         f"below 2**63 (e.g. {hit['base']}@init:1), not {seed!r}")
     return hit["base"], int(seed)
 
 

@@ -182,9 +182,11 @@ def control_of(model: str) -> tuple[str, int] | None:
 
 
 def is_control(row: dict) -> bool:
-    """A row of an untrained control: shown in the matrix (its own column group), in the
-    thesis verdict and in its folded section, never counted as a verdict of the run."""
-    return (row.get("_facts") or {}).get("kind") == "control" or control_of(str(row.get("model", ""))) is not None
+    """A row of an untrained control (its facts say so, or build_report marked it: a control
+    whose measurement failed has no facts): shown in the matrix (its own column group), in the
+    thesis verdict and in its folded section, never counted as a verdict of the run. Decided
+    from what was measured, never from the name alone (a directory may be named `x@init:1`)."""
+    return bool(row.get("_control")) or (row.get("_facts") or {}).get("kind") == "control"
 
 
 def _row(claim: CL.Claim, model: str, verdict: CL.Verdict | None, outcome: str, reason: str = "",
@@ -667,8 +669,9 @@ def _columns(facts: dict) -> list[dict]:
             key = f"{f['base']}@init"
             column = columns.setdefault(key, {"name": key, "members": [], "seeds": [], "layers": f["layers"],
                                               "kind": "control", "objective": "untrained", "base": f["base"]})
-            column["members"].append(model)
-            column["seeds"].append(f["seed"])
+            if f["seed"] not in column["seeds"]:  # `minilm@init` and `minilm@init:0` are one model
+                column["members"].append(model)
+                column["seeds"].append(f["seed"])
         else:
             columns[model] = {"name": model, "members": [model], **f}
     order = [*(o for o in OBJECTIVES if o != "untrained"), None, "untrained"]
@@ -690,13 +693,17 @@ def _control_cell(cells: list[tuple[int, dict]], layers) -> dict:
         seed, first = cells[0]
         return {**first, "text": f"{first['text']} (seed {seed})" if len(cells) > 1 else first["text"],
                 "state": None, "seeds": {str(k): c for k, c in cells}}
-    state = member_state([c["verdict"] for _, c in decided])
+    # a seed without a verdict beside seeds with one (its check crashed) is a doubt, not a pass:
+    # the column cannot hold on every seed then
+    missing = len(cells) - len(decided)
+    state = member_state([c["verdict"] for _, c in decided] + ["inconclusive"] * missing)
     held = sum(c["verdict"] in HOLD for _, c in decided)
     unsure = sum(c["verdict"] == "inconclusive" for _, c in decided)
     seed, first = decided[0]
     verdict = {"holds": "passed", "does not hold": "failed"}.get(state, state)
     text = (f"{relative_depths(first['measured'], layers)} (seed {seed}); holds on {held} of {len(decided)} "
-            f"seed{'' if len(decided) == 1 else 's'}" + (f" ({unsure} inconclusive)" if unsure else ""))
+            f"seed{'' if len(decided) == 1 else 's'}" + (f" ({unsure} inconclusive)" if unsure else "")
+            + (f"; {missing} without a verdict" if missing else ""))
     return {"measured": first["measured"], "verdict": verdict, "text": text, "state": state,
             "seeds": {str(k): c for k, c in cells}}
 
@@ -796,7 +803,7 @@ def _holds(cells: dict, facts: dict, holding) -> dict:
 
 def _without_outcome(form: str) -> str:
     """A Verdict's form text without its ' (holds)' / ' (does not hold)' ending."""
-    return form.removesuffix(" (holds)").removesuffix(" (does not hold)")
+    return form.removesuffix(" (holds)").removesuffix(" (does not hold)").removesuffix(" (inconclusive)")
 
 
 def _fixed_form_row(cid: str, forms: dict, facts: dict, columns: list[dict]) -> dict:
@@ -812,10 +819,10 @@ def _fixed_form_row(cid: str, forms: dict, facts: dict, columns: list[dict]) -> 
             cells[m] = {"measured": "", "verdict": "not shown",
                         "text": f"not shown: the article's count is half or more of L={facts[m].get('layers')}"}
             continue
-        held = not form["fixed"].endswith(" (does not hold)")
+        word = next((w for w in ("does not hold", "inconclusive") if form["fixed"].endswith(f" ({w})")), "holds")
         figure = relative_depths(_without_outcome(form["fixed"]), facts[m].get("layers"))
-        cells[m] = {"measured": form["fixed"], "verdict": "passed" if held else "failed",
-                    "text": f"{figure}: {'holds' if held else 'does not hold'}"}
+        verdict = {"holds": "passed", "does not hold": "failed"}.get(word, word)  # inconclusive: not counted
+        cells[m] = {"measured": form["fixed"], "verdict": verdict, "text": f"{figure}: {word}"}
     published = "; ".join(f"{_published_name(short)}: {relative_depths(_without_outcome(v.fixed_form), last)}"
                           for short, v, last in _published_verdicts(cid) if v.fixed_form)
     what = CL.DEPTH_FORMS.get(cid, {}).get("fixed", "the article's count of depths taken literally")
@@ -1244,12 +1251,19 @@ def build_report(lab, models: list[str], out: str | Path, sentences=None, contro
     # the null model: measured by streaming (no states kept, no charts), one model in memory at a time
     controls = _Getter(lab, sentences)
     for name in control_models(lab, [n for n in order if n in get.measured], control_seeds):
-        rows += rows_from_lab(lab, [name], sentences, controls, article=False)
+        try:
+            own = rows_from_lab(lab, [name], sentences, controls, article=False)
+        except InputError as exc:  # a control that cannot be measured (non-finite states in float16,
+            # a broken base directory) is one failed row of its own, never the end of the report
+            own = [{**_row(CL.dense_claims()["dense-collapse"], name, None, "failed", f"error: {exc}"),
+                    "claim": "dense-*", "finding": "every dense-* claim", "pooling": ""}]
+        finally:
+            lab.release(name)
         if name in controls.measured and row_fn is not None:
             row = _open_question_row(row_fn, name, controls.measured[name])
             if row:
-                rows.append(row)
-        lab.release(name)
+                own.append(row)
+        rows += [{**row, "_control": True} for row in own]
     # `report` owns `out` (issue 14): everything is drawn into a staging directory inside it,
     # then moved in, and the files of an earlier report that this one did not rewrite are
     # removed, so that afterwards `out` holds exactly what findings.md and findings.json list.

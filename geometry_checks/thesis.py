@@ -26,11 +26,14 @@ finding is (THESES):
 
 A member is one column of the claim x model matrix: a trained model holds when its check
 passed (an expected failure does not hold); an untrained control holds when its check
-passed on EVERY seed, does not hold when it failed on every seed, and is `mixed`
-otherwise (which counts as holding for `partly at init`: the architecture can give the
-finding without training). An inconclusive verdict (issue 24: the interval straddles the
-bound) decides nothing; where it is the only thing between two verdicts, the result is
-`undecided` and says which column. Each verdict carries the counts it rests on, e.g.
+passed on EVERY seed, does not hold when it failed on every seed, and is `mixed` when it
+held on some seed for sure (which counts as holding for `partly at init`: the architecture
+can give the finding without training). An inconclusive verdict (issue 24: the interval
+straddles the bound) decides nothing; where it is the only thing between two verdicts, the
+result is `undecided` and says which column. One exception, by decision: a control that
+holds makes the verdict at least `partly at init` whatever the other columns' doubts (that
+much is certain); an inconclusive control only keeps it from `at init too`. Each verdict
+carries the counts it rests on, e.g.
 `contrastive 2/2, next-token 0/2, untrained 0/4`.
 
 Pure logic over outcome words (report.OUTCOMES): no torch, no measurement. docs/report.md
@@ -87,9 +90,10 @@ def outcome_of(verdict) -> str:
 
 def member_state(outcomes: list[str]) -> str | None:
     """One matrix column's state from its outcomes (one for a trained model, one per seed for
-    an untrained control): `holds`, `does not hold`, `mixed` (some seeds hold, some do not),
-    `inconclusive` (an outcome that is neither, with nothing against it), or None (not
-    measured: no verdict on the finding at all)."""
+    an untrained control): `holds` (every outcome holds), `mixed` (some seed holds for sure,
+    another does not or is inconclusive), `does not hold` (none holds, none inconclusive),
+    `inconclusive` (none holds for sure, some inconclusive), or None (not measured: no
+    verdict on the finding at all)."""
     decided = [o for o in outcomes if o in HOLD or o in NOT_HOLD]
     unsure = any(o == "inconclusive" for o in outcomes)
     if not decided:
@@ -97,11 +101,9 @@ def member_state(outcomes: list[str]) -> str | None:
     held = sum(o in HOLD for o in decided)
     if held == len(decided) and not unsure:
         return "holds"
-    if held == 0 and not unsure:
-        return "does not hold"
-    if held and held < len(decided):
+    if held:  # it holds on some seed for sure (the others fail or are inconclusive)
         return "mixed"
-    return "inconclusive"  # all decided ones agree, but an inconclusive seed could still go either way
+    return "inconclusive" if unsure else "does not hold"
 
 
 def _count(states: dict[str, str | None]) -> tuple[int, int, list[str]]:

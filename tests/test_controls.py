@@ -6,6 +6,7 @@ seed gives the same weights, and it is never taken for the trained model.
 """
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -15,9 +16,13 @@ from geometry_checks import claims as CL
 from geometry_checks import loader
 from geometry_checks import report as R
 from geometry_checks.errors import InputError
-from geometry_checks.registry import ALL_MODELS, control_name, control_spec, parse_control
+from geometry_checks.registry import (
+    ALL_MODELS,
+    control_name,
+    control_spec,
+    parse_control,
+)
 from geometry_checks.thesis import THESES, member_state, thesis_verdict
-
 
 # --------------------------------------------------------------------------- names and specs
 
@@ -30,7 +35,8 @@ def test_parse_control(name, expected):
     assert parse_control(name) == expected
 
 
-@pytest.mark.parametrize("name", ["minilm@init:x", "minilm@init:-1", "minilm@init:", "minilm@init:1.5"])
+@pytest.mark.parametrize("name", ["minilm@init:x", "minilm@init:-1", "minilm@init:", "minilm@init:1.5",
+                                  f"minilm@init:{2 ** 64}"])
 def test_a_bad_seed_is_one_line(name):
     with pytest.raises(InputError, match=r"BASE@init:SEED with SEED a non-negative integer") as info:
         parse_control(name)
@@ -133,7 +139,8 @@ def test_a_control_is_measured_apart_and_never_gets_the_trained_models_expected_
 
 @pytest.mark.parametrize("outcomes, state", [
     (["passed"], "holds"), (["xfailed"], "does not hold"), (["failed", "failed"], "does not hold"),
-    (["passed", "failed", "passed"], "mixed"), (["passed", "inconclusive"], "inconclusive"),
+    (["passed", "failed", "passed"], "mixed"), (["passed", "inconclusive"], "mixed"),
+    (["failed", "inconclusive"], "inconclusive"),
     (["inconclusive"], "inconclusive"), (["not run"], None), ([], None), (["xpassed", "passed"], "holds"),
 ])
 def test_member_state(outcomes, state):
@@ -151,6 +158,9 @@ H, N, M, U = "holds", "does not hold", "mixed", "inconclusive"
     ({"contrastive": {"a": H}, "next-token": {"l": N}, "untrained": {"a0": H, "l0": H}}, "at init too"),
     ({"contrastive": {"a": H}, "next-token": {"l": N}, "untrained": {"a0": H, "l0": N}}, "partly at init"),
     ({"contrastive": {"a": H}, "untrained": {"a0": M}}, "partly at init"),
+    # a control that holds makes it at least partly the architecture; an inconclusive one only
+    # keeps it from `at init too` (thesis.py's decision)
+    ({"contrastive": {"a": H}, "next-token": {"l": N}, "untrained": {"a0": H, "l0": U}}, "partly at init"),
     ({"contrastive": {"a": N, "b": N}, "untrained": {"a0": H}}, "not contrastive"),
     ({"contrastive": {"a": H, "b": N}, "next-token": {"l": H}}, "some contrastive"),
     ({"next-token": {"l": H}, "untrained": {"a0": H}}, "undecided"),
@@ -226,9 +236,48 @@ def test_findings_md_counts_the_controls_apart(tmp_path):
     assert "## Untrained controls" in md and "| dense-collapse | minilm@init:0 | intra 0.327 -> 0.366" in md
     lines = R.model_summaries(rows)
     assert lines == ["minilm (L=6): 1 verdict (1 passed)",
-                     "minilm@init (L=6), untrained control: the findings hold on seed 0 0/1 checks (the null model; "
-                     "not counted)"]
-    import json
+                     ("minilm@init (L=6), untrained control: the findings hold on seed 0 0/1 checks (the null model; "
+                      "not counted)")]
 
     data = json.loads((tmp_path / "findings.json").read_text())
     assert data["summary"]["checks"] == 1 and [r["control"] for r in data["rows"]] == [False, True]
+
+
+def test_a_directory_named_like_a_control_is_that_directory(tmp_path):
+    source = loader.bundled_minilm_dir()
+    directory = tmp_path / "ckpt@init:final"
+    shutil.copytree(source, directory)
+    ref = loader.resolve(str(directory))
+    assert ref.spec.init_seed is None and ref.location == str(directory)
+
+
+def test_a_seed_without_a_verdict_keeps_a_control_from_holding_on_every_seed():
+    cid = "dense-collapse"
+    facts = [_facts(6, "untrained", "control", base="minilm", seed=s) for s in (0, 1)]
+    rows = [_row(cid, "minilm@init:0", "passed", "intra 0.1 -> 0.5", facts[0]),
+            {**R._row(CL.dense_claims()[cid], "minilm@init:1", None, "failed", "error: RuntimeError: boom"),
+             "_facts": facts[1]}]
+    cell = next(r for r in R.claims_matrix(rows)["rows"] if r["claim"] == cid)["cells"]["minilm@init"]
+    assert cell["state"] == "mixed" and cell["text"].endswith("holds on 1 of 1 seed; 1 without a verdict")
+
+
+def test_a_failed_control_is_one_row_and_the_report_goes_on(tmp_path, monkeypatch):
+    """A control that cannot be measured (here: its load fails) gives one failed row, marked
+    as a control's, and the report is written."""
+    from geometry_checks.lab import Lab
+
+    monkeypatch.setattr(loader, "hub_cache_dir", lambda *a, **k: None)
+    real = loader.load
+
+    def load(ref, *a, **k):
+        if ref.spec.init_seed is not None:
+            raise InputError(f"{ref.spec.name}: cannot load: non-finite hidden states")
+        return real(ref, *a, **k)
+
+    monkeypatch.setattr(loader, "load", load)
+    result = R.build_report(Lab(device="cpu"), ["minilm"], tmp_path / "out", control_seeds=(0,))
+    failed = [r for r in result["rows"] if r["model"] == "minilm@init:0"]
+    assert [(r["claim"], r["verdict"]) for r in failed] == [("dense-*", "failed")]
+    assert R.is_control(failed[0]) and "non-finite hidden states" in failed[0]["measured"]
+    md = (tmp_path / "out" / "findings.md").read_text()
+    assert "## Untrained controls" in md and "1 checks on minilm@init:0" in md

@@ -155,7 +155,7 @@ def test_a_share_of_a_gain_that_may_be_zero_is_no_verdict(shift, outcome):
     assert verdict.outcome == outcome, verdict.message
     if outcome == CL.INCONCLUSIVE:
         assert "unbounded (the gain from depth 0, 0.007, has the 95% interval" in verdict.interval
-        assert verdict.fixed_form.endswith("of a gain not surely above 0 (does not hold)")
+        assert verdict.fixed_form.endswith("of a gain not surely above 0 (inconclusive)")
 
 
 def test_verdict_passed_only_when_it_holds():
