@@ -351,7 +351,7 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
             f"{spec.weights_sha256[:12]}… ({spec.hub_id}@{spec.revision}): measuring another checkpoint",
             stacklevel=2,
         )
-    projection = (_untrained_projection(model, spec, torch_device, DTYPES[dtype]) if untrained
+    projection = (_untrained_projection(model, spec) if untrained
                   else load_projection(model, spec, directory, torch_device, DTYPES[dtype]))
     max_tokens, limit_from = token_limit(model, tokenizer, directory)
     if len(tokenizer) > getattr(config, "vocab_size", len(tokenizer)) + 64:  # (+64: added special tokens)
@@ -359,7 +359,7 @@ def load(ref: ModelRef, device: str = "auto", dtype: str = "float32") -> LoadedM
                          f"embedding table {config.vocab_size}: tokenizer and weights are not of one model")
     provenance = {
         "model": spec.name,
-        **({"weights_source": spec.weights.provenance()} if spec.weights is not None and not untrained else {}),
+        **({"weights_source": spec.weights.provenance()} if spec.weights is not None else {}),  # none for a control
         # issue 23: an untrained control says so, with its seed and a hash of the weights drawn
         **({"untrained": init} if untrained else {}),
         "objective": spec.objective,
@@ -426,8 +426,7 @@ def _untrained_model(location: str, spec: ModelSpec, dtype: torch.dtype, overrid
                    "parameters_sha256": digest.hexdigest()}
 
 
-def _untrained_projection(model: torch.nn.Module, spec: ModelSpec, device: torch.device, dtype: torch.dtype
-                          ) -> torch.nn.Module | None:
+def _untrained_projection(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module | None:
     """A control's projection head: the model's own module where the model class has one
     (initialised with the model). A head that lives only in the checkpoint (jina-colbert-v2's
     `linear`, loader.load_projection) has no initialisation of the family to draw it from, so

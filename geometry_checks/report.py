@@ -33,7 +33,9 @@ import pandas as pd
 
 from . import claims as CL
 from .errors import InputError
+from .registry import MODELS, OBJECTIVES, control_name, parse_control
 from .result import Measurement
+from .thesis import HOLD, NOT_HOLD, member_state, thesis_verdict
 
 COLUMNS = ["claim", "model", "pooling", "finding", "expected", "measured", "tolerance", "verdict", "notes"]
 
@@ -75,8 +77,6 @@ def _supply_hint(model: str) -> str:
 def _own_pooling(model: str, measurement=None) -> str | None:
     if measurement is not None:
         return measurement.provenance.get("pooling")
-    from .registry import MODELS
-
     spec = MODELS.get(model)
     return spec.pooling if spec else None
 
@@ -143,7 +143,6 @@ def model_facts(model: str, measurement) -> dict:
     (a registry model with its real weights, or a directory holding a registered model's
     weights by sha256: then `identity` names that model), `stand-in` (random weights,
     geometry_checks/standins.py) or `directory` (any other model, by path or hub ID)."""
-    from .registry import MODELS
     from .standins import STAMP
 
     prov = measurement.provenance
@@ -173,8 +172,6 @@ def model_facts(model: str, measurement) -> dict:
 
 def control_of(model: str) -> tuple[str, int] | None:
     """(base, seed) where `model` names an untrained control (registry.parse_control), else None."""
-    from .registry import parse_control
-
     try:
         return parse_control(model)
     except InputError:
@@ -535,7 +532,7 @@ def _pooling_notes(rows: list[dict]) -> list[str]:
 
 # A cell's verdict word (OUTCOMES; pytest's `skipped` and the report's `not run` read the same).
 VERDICT_WORD = {outcome: word for outcome, (_, word) in OUTCOMES.items()}
-HOLDS = ("passed", "xpassed")  # the finding holds: the check passed (an xpass fails the run, but the finding held)
+HOLDS = HOLD  # the finding holds: the check passed (an xpass fails the run, but the finding held)
 # a verdict on a measurement (OUTCOMES' verdicts) that says whether the finding holds; an
 # expected failure does not hold; an inconclusive one says neither, so it is left out of the
 # count like a `not run` cell (its cell says `inconclusive`)
@@ -617,8 +614,6 @@ def published_figure(cid: str) -> str:
 def _column(name: str, facts: dict) -> str:
     from .charts import slug
 
-    from .registry import MODELS, OBJECTIVES
-
     if facts.get("kind") == "control":  # `minilm@init`, or a directory's slug + `@init`
         base = facts.get("base", name.removesuffix("@init"))
         label = (base if base in MODELS else slug(base)) + "@init"
@@ -661,8 +656,6 @@ def _columns(facts: dict) -> list[dict]:
     models of no known objective (stand-ins, other directories), then the untrained
     controls; table order within a group. Each column: name, column label, members (the
     measured models it shows), and the facts of model_facts."""
-    from .registry import OBJECTIVES
-
     columns: dict[str, dict] = {}
     for model, f in facts.items():
         if f.get("kind") == "control":
@@ -685,8 +678,6 @@ def _control_cell(cells: list[tuple[int, dict]], layers) -> dict:
     """An untrained control's cell: its seeds' cells (seed, cell) in one. The figure of the
     first seed with a verdict, and on how many seeds the finding holds; `verdict` passed
     (every seed holds), failed (none does), `mixed` or `inconclusive` (thesis.member_state)."""
-    from .thesis import HOLD, NOT_HOLD, member_state
-
     decided = [(seed, c) for seed, c in cells if c["verdict"] in (*HOLD, *NOT_HOLD, "inconclusive")
                and not c["measured"].startswith("error")]
     if not decided:  # no verdict on any seed: the first seed's cell says why (not run, an error)
@@ -724,8 +715,6 @@ def _thesis(cells: dict, columns: list[dict]) -> dict:
     """The claim's thesis verdict (thesis.thesis_verdict) from its row's cells: each column's
     state by objective; the same weights twice (a directory with minilm's) count once; a
     crashed check is no state."""
-    from .thesis import member_state, thesis_verdict
-
     groups: dict[str, dict] = {}
     for column in columns:
         objective, cell = column.get("objective"), cells[column["name"]]
@@ -1183,8 +1172,6 @@ def control_models(lab, measured: list[str], seeds) -> list[str]:
     (registry.OBJECTIVES: registered models, and directories with a registered model's
     weights), each over `seeds`: `minilm@init:0`, ... Stand-ins, other directories and
     controls get none."""
-    from .registry import control_name
-
     out, seen = [], set()
     for model in measured:
         spec = lab.ref(model).spec

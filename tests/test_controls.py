@@ -275,7 +275,8 @@ def test_a_failed_control_is_one_row_and_the_report_goes_on(tmp_path, monkeypatc
         return real(ref, *a, **k)
 
     monkeypatch.setattr(loader, "load", load)
-    result = R.build_report(Lab(device="cpu"), ["minilm"], tmp_path / "out", control_seeds=(0,))
+    # no measurement cache: a control measured by another test would never reach the failing load
+    result = R.build_report(Lab(device="cpu", cache=False), ["minilm"], tmp_path / "out", control_seeds=(0,))
     failed = [r for r in result["rows"] if r["model"] == "minilm@init:0"]
     assert [(r["claim"], r["verdict"]) for r in failed] == [("dense-*", "failed")]
     assert R.is_control(failed[0]) and "non-finite hidden states" in failed[0]["measured"]
